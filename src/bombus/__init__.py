@@ -1,0 +1,7 @@
+"""bombus: pretrained transformer language models as clean, fast PyTorch, with one uniform API."""
+
+from . import errors
+from .loading import build_model, load_model, load_spec
+from .model import Model
+from .output import Output
+from .spec import Spec, configure

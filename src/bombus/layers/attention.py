@@ -1,0 +1,118 @@
+"""Multi-head attention, written once for every family: self- or cross-attention, grouped-query heads,
+optional rotary positions, a static KV cache, and two equal paths — PyTorch SDPA by default, an eager
+path when attention weights are requested or a head mask is given."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .cache import Cache
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    first, second = x.chunk(2, dim=-1)
+    return torch.cat((-second, first), dim=-1)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary position embedding (half-split layout). x: `[batch, heads, seq, head_dim]`, cos/sin:
+    `[batch, seq, head_dim]`."""
+    return x * cos[:, None] + rotate_half(x) * sin[:, None]
+
+
+class Attention(nn.Module):
+    """Attention of `hidden_size` queries over keys/values from the same input or (cross-attention) from
+    `kv_size`-wide encoder states.
+
+    Options: `num_heads`; `num_kv_heads` (grouped-query attention, default `num_heads`); `head_dim`
+    (default `hidden_size // num_heads`); `bias` on the q/k/v projections; `output_bias` on the output
+    projection; `scale` of the scores (default `head_dim ** -0.5`); `dropout` on the attention weights;
+    `upcast` computes scores in float32 for half-precision inputs; `cross` marks cross-attention.
+    """
+
+    def __init__(self, hidden_size: int, num_heads: int, *, num_kv_heads: int | None = None,
+                 head_dim: int | None = None, kv_size: int | None = None, bias: bool = True,
+                 output_bias: bool = True, scale: float | None = None, dropout: float = 0.0,
+                 upcast: bool = False, cross: bool = False):
+        super().__init__()
+        self.num_heads = num_heads
+        self.num_kv_heads = num_kv_heads or num_heads
+        self.head_dim = head_dim or hidden_size // num_heads
+        self.scale = self.head_dim ** -0.5 if scale is None else scale
+        self.dropout = dropout
+        self.upcast = upcast
+        self.cross = cross
+        kv_size = kv_size or hidden_size
+        self.query = nn.Linear(hidden_size, num_heads * self.head_dim, bias=bias)
+        self.key = nn.Linear(kv_size, self.num_kv_heads * self.head_dim, bias=bias)
+        self.value = nn.Linear(kv_size, self.num_kv_heads * self.head_dim, bias=bias)
+        self.output = nn.Linear(num_heads * self.head_dim, hidden_size, bias=output_bias)
+
+    def _heads(self, x: torch.Tensor, num_heads: int) -> torch.Tensor:
+        batch, seq, _ = x.shape
+        return x.view(batch, seq, num_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hd)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        *,
+        bias: torch.Tensor | None = None,
+        causal: bool = False,
+        kv_input: torch.Tensor | None = None,
+        cache: Cache | None = None,
+        layer: int = 0,
+        slots: torch.Tensor | None = None,
+        rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
+        head_mask: torch.Tensor | None = None,
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x: `[batch, seq, hidden]`. `bias`: additive mask broadcastable to `[batch, heads, seq, keys]`;
+        `causal`: use SDPA's built-in causal mask instead (no bias, no cache). With `cache`, new keys and
+        values are written at `slots` of layer `layer` and attention covers the whole cache. Returns the
+        output and, when `output_attentions` or `head_mask` is given, the attention weights."""
+        q = self._heads(self.query(x), self.num_heads)
+        if self.cross:
+            stored = cache.cross[layer] if cache is not None else None
+            if stored is None:
+                k = self._heads(self.key(kv_input), self.num_kv_heads)
+                v = self._heads(self.value(kv_input), self.num_kv_heads)
+                if cache is not None:
+                    cache.cross[layer] = (k, v)
+            else:
+                k, v = stored
+        else:
+            k = self._heads(self.key(x), self.num_kv_heads)
+            v = self._heads(self.value(x), self.num_kv_heads)
+            if rotary is not None:
+                q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
+            if cache is not None:
+                k, v = cache.write(layer, slots, k, v)
+        if self.num_kv_heads != self.num_heads:
+            repeats = self.num_heads // self.num_kv_heads
+            k, v = k.repeat_interleave(repeats, dim=1), v.repeat_interleave(repeats, dim=1)
+
+        dtype = q.dtype
+        if self.upcast and dtype in (torch.float16, torch.bfloat16):
+            q, k, v = q.float(), k.float(), v.float()
+            bias = None if bias is None else bias.float()
+        dropout = self.dropout if self.training else 0.0
+        weights = None
+        if output_attentions or head_mask is not None:
+            scores = torch.matmul(q, k.transpose(-1, -2)) * self.scale
+            if causal:
+                scores = scores.masked_fill(
+                    torch.ones(scores.shape[-2:], dtype=torch.bool, device=q.device).triu(1),
+                    torch.finfo(scores.dtype).min)
+            if bias is not None:
+                scores = scores + bias
+            weights = F.dropout(scores.softmax(-1), dropout, self.training)
+            if head_mask is not None:
+                weights = weights * head_mask.to(weights.dtype)[None, :, None, None]
+            out = torch.matmul(weights, v)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout,
+                                                 is_causal=causal and bias is None, scale=self.scale)
+        out = out.to(dtype).transpose(1, 2).flatten(2)  # (B, T, nh * hd)
+        return self.output(out), weights

@@ -1,0 +1,70 @@
+"""The entry points: `load_spec`, `build_model`, `load_model`."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+from .checkpoint import find_weight_files, load_state
+from .errors import ConfigError, SourceError
+from .hub import resolve_file
+from .model import Model
+from .models import architecture_of, family
+from .spec import Spec, configure, read_config
+
+
+def load_spec(source: str | os.PathLike, architecture: str | None = None, *, revision: str | None = None,
+              token: str | bool | None = None, **options: Any) -> Spec:
+    """The spec of the checkpoint at `source` (a local folder or a hub repo id), read from its
+    config.json. `architecture` overrides the one config.json names (default "base" when it names none);
+    other keyword `options` override spec options (unknown names raise `ConfigError`)."""
+    try:
+        path = resolve_file(source, "config.json", revision=revision, token=token)
+    except SourceError as e:
+        raise ConfigError(f"cannot load a model from {source}: {e} (every checkpoint needs its config.json)"
+                          ) from None
+    config = read_config(path)
+    model_type = config.get("model_type")
+    if model_type is None:
+        raise ConfigError(f"{path} has no 'model_type'; expected e.g. \"gpt2\"")
+    cls = family(model_type)
+    if architecture is None:
+        names = config.get("architectures") or []
+        architecture = architecture_of(names[0])[1] if names else "base"
+    return configure(cls.spec_class.from_hf_config(config, architecture=architecture), **options)
+
+
+def _model_class(spec: Spec) -> type[Model]:
+    return family(spec.model_type)
+
+
+def build_model(spec: Spec, *, dtype: torch.dtype | None = None, device: torch.device | str | None = None
+                ) -> Model:
+    """A model of `spec` with random weights (normal with std `initializer_scale`), in eval mode."""
+    model = _model_class(spec)(spec)
+    model.init_weights()
+    return model.to(device=device, dtype=dtype).eval()
+
+
+def load_model(source: str | os.PathLike, *, architecture: str | None = None, dtype: torch.dtype | None = None,
+               device: torch.device | str | None = None, revision: str | None = None,
+               token: str | bool | None = None, **options: Any) -> Model:
+    """Load the pretrained model at `source` (a local folder or a hub repo id `owner/name`).
+
+    Options: `architecture` (default: the one config.json names; a base checkpoint loads into a head
+    architecture with new head weights, a head checkpoint into base); `dtype` (default float32) and
+    `device` (default CPU) that weights are converted to while loading; `revision` and `token` for the
+    hub; other keywords override spec options (e.g. `num_labels=3`). Returns the model in eval mode.
+    """
+    spec = load_spec(source, architecture, revision=revision, token=token, **options)
+    files = find_weight_files(source, revision=revision, token=token)
+    dtype = dtype or torch.float32
+    device = torch.device(device or "cpu")
+    with torch.device("meta"):
+        model = _model_class(spec)(spec)
+    load_state(model, files, model.keymap(), dtype=dtype, device=device, init=model.init_module,
+               tied=model.tied_names())
+    model.tie_weights()
+    return model.eval()

@@ -210,6 +210,9 @@ def load_state(model: nn.Module, files: list[Path], keymap: KeyMap, *, dtype: to
     tensors = dict(model.named_parameters())
     tensors.update(model.named_buffers())
     names = list(tensors)
+    for name in tied:  # a tied copy in the file (e.g. lm_head.weight in .bin files) is redundant
+        key = keymap.key(name)
+        used.update(keymap.candidates(key) if key is not None else ())
     for name in names:
         if name in tied:
             continue
@@ -229,7 +232,7 @@ def load_state(model: nn.Module, files: list[Path], keymap: KeyMap, *, dtype: to
                 f"expects {tuple(current.shape)}: the config.json does not match the weights")
         target_dtype = dtype if tensor.is_floating_point() else tensor.dtype
         _set_tensor(model, name, tensor.to(device=device, dtype=target_dtype).contiguous())
-    if len(missing) == len(names) - len(tied):
+    if len(missing) == len([n for n in names if n not in tied]):
         raise CheckpointError(
             f"none of the model's parameters were found in {', '.join(map(str, files))}: it is not a "
             f"checkpoint of this model family (keys look like {reader.keys()[:3]})")

@@ -134,7 +134,11 @@ class Spec:
         return config
 
     def _value_to_hf(self, name: str, value: Any) -> Any:
-        """Hook for family-specific conversions on save (inverse of `_adapt_from_hf`)."""
+        """Hook for family-specific conversions on save (inverse of `_adapt_from_hf`); families that
+        override it call this for the conversions every family shares."""
+        if name == "activation":
+            # Bumblebee's name for GPT-2's tanh-approximated GELU is not one transformers knows.
+            return {"gelu_approx_tanh": "gelu_new"}.get(value, value)
         return value
 
 

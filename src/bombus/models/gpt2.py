@@ -105,8 +105,8 @@ class Gpt2(Model):
         if arch == "for_double_heads":
             self.multiple_choice_head = SequenceSummary(
                 s.hidden_size, summary_type=s.summary_type, activation_name=s.summary_activation,
-                projection_size=(s.num_labels if s.summary_proj_to_labels and s.num_labels > 0
-                                 else s.hidden_size) if s.summary_use_proj else None,
+                # one score per choice: the reference forces num_labels = 1 for this head
+                projection_size=(1 if s.summary_proj_to_labels else s.hidden_size) if s.summary_use_proj else None,
                 first_dropout=s.classifier_dropout_rate)
         elif arch == "for_sequence_classification":
             self.score = ClassificationHead(s.hidden_size, s.num_labels, bias=False)
@@ -139,7 +139,7 @@ class Gpt2(Model):
         ids, embeds = x.get("input_ids"), x.get("input_embeddings")
         shape = self.check_sequence(ids, embeds, s.max_positions)
         length = shape[-1]
-        flat = lambda t: None if t is None else t.reshape(-1, length)  # double heads: [B, C, T] -> [B*C, T]
+        flat = lambda t: None if t is None else t.reshape(-1, t.shape[-1])  # double heads: [B, C, T] -> [B*C, T]
         ids, mask, types, positions = flat(ids), flat(x.get("attention_mask")), flat(x.get("token_type_ids")), \
             flat(x.get("position_ids"))
         if embeds is not None:

@@ -1,0 +1,49 @@
+"""The oracle: tiny transformers reference models with every parameter randomised, saved to folders.
+
+Shared by every model test; nothing here is bombus code. transformers is imported only in tests.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+
+ATOL, RTOL = 1e-5, 1e-4
+
+
+def randomize(model: torch.nn.Module, seed: int = 0, std: float = 0.2) -> torch.nn.Module:
+    """Give every parameter (biases and norm weights included: zeros hide head bugs) random values."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=generator) * std)
+    return model.eval()
+
+
+def save(model, directory: Path, *, safetensors: bool = True) -> Path:
+    """`save_pretrained` the reference as .safetensors or as pytorch_model.bin."""
+    directory = Path(directory)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if safetensors:
+            model.save_pretrained(directory)
+        else:
+            # transformers 5 always writes safetensors; write the legacy .bin layout by hand.
+            model.config.architectures = [type(model).__name__]
+            model.config.save_pretrained(directory)
+            torch.save({k: v.contiguous() for k, v in model.state_dict().items()},
+                       directory / "pytorch_model.bin")
+    return directory
+
+
+def assert_close(ours: torch.Tensor, ref: torch.Tensor, *, mask: torch.Tensor | None = None,
+                 atol: float = ATOL, rtol: float = RTOL, what: str = "") -> None:
+    """Compare at positions where `mask` (`[batch, seq]`) is 1, or everywhere."""
+    assert ours.shape == ref.shape, f"{what}: shape {tuple(ours.shape)} != reference {tuple(ref.shape)}"
+    ours, ref = ours.detach().float(), ref.detach().float()
+    if mask is not None:
+        keep = mask.bool()
+        ours, ref = ours[keep], ref[keep]
+    torch.testing.assert_close(ours, ref, atol=atol, rtol=rtol, msg=lambda m: f"{what}: {m}")

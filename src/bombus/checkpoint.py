@@ -10,9 +10,11 @@ module) names to `Key`s — and this module applies it in both directions, so lo
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
 import re
+import struct
 import tempfile
 import warnings
 from dataclasses import dataclass, replace
@@ -40,13 +42,16 @@ class Key:
     `name`: the key (or module path) with `{i}`-style placeholders for indices; `transpose`: the file
     stores 2-D weights as `[in, out]` (GPT-2's Conv1D); `chunk=(index, count)`: the file fuses `count`
     tensors along the last dimension (GPT-2's fused q/k/v); `in_base`: the key sits under the family's
-    base-model prefix (e.g. `transformer.`) in checkpoints of head models.
+    base-model prefix (e.g. `transformer.`) in checkpoints of head models; `also`: other keys that hold
+    the same tensor (BERT's MLM bias is both `decoder.bias` and the head's `bias`): read when `name` is
+    absent, and written too, so either reader finds it.
     """
 
     name: str
     transpose: bool = False
     chunk: tuple[int, int] | None = None
     in_base: bool = True
+    also: tuple[str, ...] = ()
 
 
 class KeyMap:
@@ -68,14 +73,22 @@ class KeyMap:
             for pattern, key in self._rules:
                 m = pattern.match(target)
                 if m:
-                    return replace(key, name=key.name.format(**m.groupdict()) + suffix)
+                    names = [t.format(**m.groupdict()) + suffix for t in (key.name, *key.also)]
+                    return replace(key, name=names[0], also=tuple(names[1:]))
         return None
 
     def candidates(self, key: Key) -> list[str]:
-        """Checkpoint names to look for: with and without the base prefix, where it applies."""
+        """Checkpoint names to look for, in order: `name`, then `also`, each with and without the base
+        prefix where it applies."""
+        names = (key.name, *key.also)
         if key.in_base and self.base_prefix:
-            return [f"{self.base_prefix}.{key.name}", key.name]
-        return [key.name]
+            return [n for name in names for n in (f"{self.base_prefix}.{name}", name)]
+        return list(names)
+
+    def outputs(self, key: Key, *, with_prefix: bool) -> list[str]:
+        """The names `save_pretrained` writes the tensor under: `name` and every `also`."""
+        prefix = f"{self.base_prefix}." if with_prefix and key.in_base and self.base_prefix else ""
+        return [prefix + name for name in (key.name, *key.also)]
 
 
 # -- reading ------------------------------------------------------------------------------------------
@@ -107,6 +120,67 @@ def _normalise(key: str) -> str:
     return key
 
 
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
+}
+
+
+class SafetensorsFile:
+    """A .safetensors file read with plain `readinto` into freshly allocated tensors.
+
+    Unlike a memory map, this leaves no file pages in the process's resident memory, so loading a model
+    peaks at one copy of its weights (plus one tensor). The format is an 8-byte header length, a JSON
+    header {name: {dtype, shape, data_offsets}}, then the data.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        size = path.stat().st_size
+        try:
+            with open(path, "rb") as f:
+                (length,) = struct.unpack("<Q", f.read(8))
+                if length > size - 8:
+                    raise ValueError(f"header of {length} bytes but the file has {size}")
+                header = json.loads(f.read(length))
+        except (struct.error, ValueError, UnicodeDecodeError) as e:
+            raise CheckpointError(f"{path} is not a readable safetensors file (truncated or corrupt?): {e}"
+                                  ) from None
+        self._start = 8 + length
+        self.entries: dict[str, tuple[torch.dtype, list[int], int, int]] = {}
+        for name, info in header.items():
+            if name == "__metadata__":
+                continue
+            try:
+                dtype = _SAFETENSORS_DTYPES[info["dtype"]]
+                begin, end = info["data_offsets"]
+                shape = list(info["shape"])
+            except (KeyError, TypeError, ValueError):
+                raise CheckpointError(f"{path}: unsupported or malformed header entry for {name!r}: {info}"
+                                      ) from None
+            expected = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+            if end - begin != expected or self._start + end > size:
+                raise CheckpointError(
+                    f"{path}: tensor {name!r} needs bytes {begin}-{end} ({expected} expected) but the data "
+                    f"section has {size - self._start}: the file is truncated or corrupt")
+            self.entries[name] = (dtype, shape, begin, end)
+
+    def keys(self) -> list[str]:
+        return list(self.entries)
+
+    def get(self, name: str) -> torch.Tensor:
+        dtype, shape, begin, end = self.entries[name]
+        tensor = torch.empty(shape, dtype=dtype)
+        if end > begin:
+            buffer = memoryview(tensor.reshape(-1).view(torch.uint8).numpy())
+            with open(self.path, "rb") as f:
+                f.seek(self._start + begin)
+                if f.readinto(buffer) != end - begin:
+                    raise CheckpointError(f"{self.path}: tensor {name!r} is cut short: the file is truncated")
+        return tensor
+
+
 class CheckpointReader:
     """All tensors of a list of weight files, read on demand (`get`) so peak memory stays at one tensor."""
 
@@ -119,16 +193,9 @@ class CheckpointReader:
 
     def _keys(self, path: Path) -> list[str]:
         if path.suffix == ".safetensors":
-            from safetensors import safe_open
-
-            try:
-                handle = safe_open(str(path), framework="pt")
-                keys = list(handle.keys())
-            except Exception as e:  # safetensors raises its own error type for corrupt headers
-                raise CheckpointError(
-                    f"{path} is not a readable safetensors file (truncated or corrupt?): {e}") from None
+            handle = SafetensorsFile(path)
             self._open[path] = handle
-            return keys
+            return handle.keys()
         try:
             state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         except RuntimeError:
@@ -156,10 +223,7 @@ class CheckpointReader:
     def get(self, key: str) -> torch.Tensor:
         path, original = self._where[key]
         handle = self._open[path]
-        try:
-            return handle.get_tensor(original) if path.suffix == ".safetensors" else handle[original]
-        except Exception as e:
-            raise CheckpointError(f"{path}: cannot read tensor {original!r} (file truncated?): {e}") from None
+        return handle.get(original) if isinstance(handle, SafetensorsFile) else handle[original]
 
 
 def _unsafe(path: Path, error: Exception) -> CheckpointError:
@@ -225,7 +289,7 @@ def load_state(model: nn.Module, files: list[Path], keymap: KeyMap, *, dtype: to
                                                  else current.dtype, device=device))
             continue
         candidate, tensor = found
-        used.add(candidate)
+        used.update(keymap.candidates(key))  # its `also` twins in the file are the same tensor
         if tuple(tensor.shape) != tuple(current.shape):
             raise CheckpointError(
                 f"checkpoint key {candidate!r} has shape {tuple(tensor.shape)}, but the model's {name!r} "
@@ -261,7 +325,7 @@ def hf_state(model: nn.Module, keymap: KeyMap, *, with_prefix: bool, skip: set[s
         key = keymap.key(name)
         if key is None:
             continue
-        out_name = keymap.candidates(key)[0] if with_prefix else key.name
+        out_name, *twins = keymap.outputs(key, with_prefix=with_prefix)
         tensor = tensor.detach()
         if key.transpose and tensor.dim() == 2:
             tensor = tensor.t()
@@ -269,6 +333,7 @@ def hf_state(model: nn.Module, keymap: KeyMap, *, with_prefix: bool, skip: set[s
             chunks.setdefault(out_name, {})[key.chunk[0]] = tensor
         else:
             state[out_name] = tensor.contiguous()
+            state.update({twin: tensor.clone() for twin in twins})  # safetensors refuses shared storage
     for out_name, parts in chunks.items():
         state[out_name] = torch.cat([parts[i] for i in sorted(parts)], dim=-1).contiguous()
     return state

@@ -5,3 +5,4 @@ from .loading import build_model, load_model, load_spec
 from .model import Model
 from .output import Output
 from .spec import Spec, configure
+from .tokenizer import Tokenizer, load_tokenizer

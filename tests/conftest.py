@@ -11,6 +11,11 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: loads a real pretrained file and runs transformers on it (tens of "
+                                       "seconds); CI runs them, `-m 'not slow'` skips them")
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -27,3 +27,7 @@ class TokenizerError(BombusError):
 
 class GenerationError(BombusError, ValueError):
     """Generation options are unknown or contradict each other."""
+
+
+class TrainingError(InputError):
+    """Training data or options are wrong: a missing column, a label out of range, an empty file, ..."""

@@ -9,6 +9,7 @@ import torch
 
 from .checkpoint import find_weight_files, load_state
 from .errors import ConfigError, SourceError
+from .gguf import gguf_path
 from .hub import resolve_file
 from .model import Model
 from .models import architecture_of, family
@@ -16,10 +17,17 @@ from .spec import Spec, configure, read_config
 
 
 def load_spec(source: str | os.PathLike, architecture: str | None = None, *, revision: str | None = None,
-              token: str | bool | None = None, **options: Any) -> Spec:
+              token: str | bool | None = None, gguf_file: str | None = None, **options: Any) -> Spec:
     """The spec of the checkpoint at `source` (a local folder or a hub repo id), read from its
-    config.json. `architecture` overrides the one config.json names (default "base" when it names none);
-    other keyword `options` override spec options (unknown names raise `ConfigError`)."""
+    config.json, or of a GGUF file (`source` a .gguf path, or `gguf_file` a file in `source`), read from
+    its metadata. `architecture` overrides the one config.json names (default "base" when it names none;
+    for GGUF "for_causal_language_modeling"); other keyword `options` override spec options (unknown
+    names raise `ConfigError`)."""
+    gguf = gguf_path(source, gguf_file, revision=revision, token=token)
+    if gguf is not None:
+        from . import gguf as gguf_format
+
+        return gguf_format.load_spec(gguf, architecture, **options)
     try:
         path = resolve_file(source, "config.json", revision=revision, token=token)
     except SourceError as e:
@@ -50,14 +58,27 @@ def build_model(spec: Spec, *, dtype: torch.dtype | None = None, device: torch.d
 
 def load_model(source: str | os.PathLike, *, architecture: str | None = None, dtype: torch.dtype | None = None,
                device: torch.device | str | None = None, revision: str | None = None,
-               token: str | bool | None = None, **options: Any) -> Model:
+               token: str | bool | None = None, gguf_file: str | None = None, quantize: str | None = None,
+               **options: Any) -> Model:
     """Load the pretrained model at `source` (a local folder or a hub repo id `owner/name`).
 
     Options: `architecture` (default: the one config.json names; a base checkpoint loads into a head
     architecture with new head weights, a head checkpoint into base); `dtype` (default float32) and
     `device` (default CPU) that weights are converted to while loading; `revision` and `token` for the
     hub; other keywords override spec options (e.g. `num_labels=3`). Returns the model in eval mode.
+
+    GGUF files (llama.cpp): `source` a .gguf path, or `gguf_file="name.gguf"` in a folder or hub repo.
+    `quantize` (GGUF only): "keep" (default on CPU) keeps Q4_0/Q4_1 weights in 4 bits and Q8_0 ones in
+    8 bits (see `bombus.gguf`), "dequantize" makes every weight a `dtype` float.
     """
+    gguf = gguf_path(source, gguf_file, revision=revision, token=token)
+    if gguf is not None:
+        from . import gguf as gguf_format
+
+        return gguf_format.load_model(gguf, architecture=architecture, dtype=dtype, device=device,
+                                      quantize=quantize, **options)
+    if quantize is not None:
+        raise ConfigError(f"quantize={quantize!r} applies to GGUF files; {source} is a config.json checkpoint")
     spec = load_spec(source, architecture, revision=revision, token=token, **options)
     files = find_weight_files(source, revision=revision, token=token)
     dtype = dtype or torch.float32

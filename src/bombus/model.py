@@ -3,6 +3,7 @@ and tying, saving in HF format, and generation."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 from pathlib import Path
@@ -12,7 +13,7 @@ import torch
 from torch import nn
 
 from .checkpoint import SAFETENSORS, KeyMap, hf_state, save_state, write_atomic
-from .errors import ConfigError, InputError
+from .errors import CheckpointError, ConfigError, InputError
 from .layers.cache import Cache
 from .layers.norms import RMSNorm
 from .spec import Spec
@@ -121,8 +122,11 @@ class Model(nn.Module):
                         param[module.padding_idx].zero_()
 
     def init_weights(self) -> None:
-        for module in self.modules():
-            self.init_module(module)
+        tied = self.tied_names()  # initialised as their source (an embedding keeps its zero padding row)
+        for prefix, module in self.named_modules():
+            for leaf, _ in module.named_parameters(recurse=False):
+                if f"{prefix}.{leaf}".lstrip(".") not in tied:
+                    self.init_module(module, leaf)
         self.tie_weights()
 
     def tie_weights(self) -> None:
@@ -135,6 +139,55 @@ class Model(nn.Module):
 
     def tied_names(self) -> set[str]:
         return {t for t in self.tied if _has(self, t)} if self.spec.tie_word_embeddings else set()
+
+    def resize_token_embeddings(self, num_tokens: int) -> nn.Embedding:
+        """Give the token embedding (and the LM head's weight and bias, tied or not) `num_tokens` rows, e.g.
+        `len(tok)` after `tok.add_special_tokens(...)`. Existing rows are kept; new rows are initialised as
+        `build_model` does (normal with std `initializer_scale`; zero bias); shrinking drops the last rows.
+        `spec.vocab_size` follows, so `save_pretrained` writes it. Returns the token embedding module."""
+        if isinstance(num_tokens, bool) or not isinstance(num_tokens, int) or num_tokens < 1:
+            raise InputError(f"resize_token_embeddings: num_tokens must be a positive int, got {num_tokens!r}")
+        sources = {s.rpartition(".")[0] for s in self.tied.values()} or {"embeddings.token"}
+        embedding = self.get_submodule(next(iter(sources)))
+        old = embedding.num_embeddings
+        if num_tokens == old:
+            return embedding
+        _resize_rows(embedding, "weight", num_tokens, self.spec.initializer_scale)
+        embedding.num_embeddings = num_tokens
+        if embedding.padding_idx is not None and embedding.padding_idx >= num_tokens:
+            embedding.padding_idx = None
+        for target in self.tied:  # the output projections that mirror the embedding (LM heads)
+            module_name, _, leaf = target.rpartition(".")
+            try:
+                head = self.get_submodule(module_name)
+            except AttributeError:
+                continue  # this architecture has no LM head
+            if not self.spec.tie_word_embeddings:
+                _resize_rows(head, leaf, num_tokens, self.spec.initializer_scale)
+            if getattr(head, "bias", None) is not None and head.bias.shape[0] == old:
+                _resize_rows(head, "bias", num_tokens, 0.0)
+            if hasattr(head, "out_features"):
+                head.out_features = num_tokens
+        if hasattr(self.spec, "vocab_size"):
+            self.spec = dataclasses.replace(self.spec, vocab_size=num_tokens)
+        self.tie_weights()
+        return embedding
+
+    def last_token_index(self, input_ids: torch.Tensor | None, batch_size: int) -> torch.Tensor | int:
+        """Each row's last non-padding position (where decoder-only models classify a sequence), found as
+        transformers does: the rightmost token that is not `pad_token_id`, so left and right padding work."""
+        pad = self.spec.pad_token_id
+        if pad is None:
+            if batch_size > 1:
+                raise InputError("sequence classification of a batch needs pad_token_id in the spec (to find each "
+                                 "row's last token); set it, e.g. load_model(..., pad_token_id=0)")
+            return -1
+        if input_ids is None:
+            warn_once("input_embeddings given: sequence classification uses the last position of each row, "
+                      "since padding cannot be detected without input_ids")
+            return -1
+        positions = torch.arange(input_ids.shape[-1], device=input_ids.device)
+        return (positions * (input_ids != pad)).argmax(-1)
 
     # -- caches ----------------------------------------------------------------------------------------
 
@@ -157,6 +210,11 @@ class Model(nn.Module):
     def save_pretrained(self, directory: str | Path) -> None:
         """Write `config.json` and `model.safetensors` (each atomically) that transformers'
         `from_pretrained` loads with identical outputs."""
+        quantized = [name for name, m in self.named_modules() if getattr(m, "quantized", False)]
+        if quantized:
+            raise CheckpointError(f"cannot save_pretrained a model with quantized layers ({quantized[0]}, ...: "
+                                  f"int4/int8 weights kept from a GGUF file); transformers checkpoints hold float "
+                                  f"weights: load it with quantize='dequantize' to save it")
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         config = self.spec.to_hf_config()
@@ -174,6 +232,20 @@ class Model(nn.Module):
         from .generation import generate
 
         return generate(self, *args, **kwargs)
+
+
+def _resize_rows(module: nn.Module, name: str, rows: int, std: float) -> None:
+    """Replace `module.<name>` by a parameter with `rows` rows: the old ones kept, new ones normal(0, std)."""
+    old = getattr(module, name)
+    new = torch.empty((rows, *old.shape[1:]), dtype=old.dtype, device=old.device)
+    with torch.no_grad():
+        keep = min(rows, old.shape[0])
+        new[:keep] = old[:keep]
+        if std > 0:
+            new[keep:].normal_(0.0, std)
+        else:
+            new[keep:].zero_()
+    setattr(module, name, nn.Parameter(new, requires_grad=old.requires_grad))
 
 
 def _has(module: nn.Module, name: str) -> bool:

@@ -88,14 +88,15 @@ _FAMILIES = {
 _CLASS_TO_FAMILY = {f.hf_class: name for name, f in _FAMILIES.items()} | {"TokenizersBackend": "generic"}
 _GENERAL_OPTIONS = {
     "model_max_length", "padding_side", "truncation_side", "clean_up_tokenization_spaces", "model_input_names",
-    "additional_special_tokens", "extra_special_tokens", "tokenizer_class", *_SPECIAL_NAMES,
+    "additional_special_tokens", "extra_special_tokens", "tokenizer_class", "chat_template", *_SPECIAL_NAMES,
 }
 _KNOWN_OVERRIDES = _GENERAL_OPTIONS | {k for f in _FAMILIES.values() for k in f.options}
 
 
 # ---------------------------------------------------------------------------------------------------- loading
 def load_tokenizer(
-    source: str | os.PathLike, *, revision: str | None = None, token: str | bool | None = None, **overrides: Any
+    source: str | os.PathLike, *, revision: str | None = None, token: str | bool | None = None,
+    gguf_file: str | None = None, **overrides: Any
 ) -> Tokenizer:
     """Load the tokenizer of `source`, a local folder or a hub repo id (at `revision`, with hub `token`).
 
@@ -108,15 +109,33 @@ def load_tokenizer(
     `overrides` replace `tokenizer_config.json` entries: special tokens (`pad_token="[PAD]"`, ...),
     `add_prefix_space`, `add_bos_token`, `do_lower_case`, `strip_accents`, `tokenize_chinese_chars`,
     `keep_accents`, `trim_offsets`, `model_max_length`, `padding_side`, `truncation_side`,
-    `clean_up_tokenization_spaces`, `model_input_names`, `tokenizer_class` (forces the family).
+    `clean_up_tokenization_spaces`, `model_input_names`, `tokenizer_class` (forces the family),
+    `chat_template`.
+
+    GGUF files (llama.cpp) hold their tokenizer: `source` a .gguf path, or `gguf_file` a file in `source`.
     """
     unknown = set(overrides) - _KNOWN_OVERRIDES
     if unknown:
         raise ConfigError(f"unknown load_tokenizer option(s) {sorted(unknown)}; known: {sorted(_KNOWN_OVERRIDES)}")
+    from .gguf import gguf_path, load_tokenizer_data
+
+    gguf = gguf_path(source, gguf_file, revision=revision, token=token)
+    if gguf is not None:  # vocabulary, merges, special tokens and chat template from the GGUF metadata
+        backend, config = load_tokenizer_data(gguf)
+        options = {**_FAMILIES["generic"].options, **config, **overrides}
+        specials = {k: options[k] for k in _SPECIAL_NAMES if options.get(k) is not None}
+        extras = list(options.get("additional_special_tokens") or [])
+        _add_special_tokens(backend, {}, specials, extras)
+        _set_post_processor(backend, "generic", options, None, specials, explicit_bos_eos=True)
+        return Tokenizer(backend, family="generic", special_tokens=specials, extra_special_tokens=extras,
+                         options=options)
     files = _Files(source, revision, token)
     config = files.json("tokenizer_config.json") or {}
     family = _family(files, overrides.get("tokenizer_class") or config.get("tokenizer_class"))
     options = {**_FAMILIES[family].options, **config, **overrides}
+    template = files.path("chat_template.jinja")  # where transformers 5 saves the chat template
+    if template is not None and "chat_template" not in overrides:
+        options["chat_template"] = template.read_text(encoding="utf-8")
     data = files.json("tokenizer.json")
     specials, extras, added = _special_tokens(family, files, config, overrides)
     if data is not None:  # as in transformers: tokenizer.json's post-processor rules, not add_bos/eos_token
@@ -731,6 +750,45 @@ class Tokenizer:
             raise InputError(f"cannot tokenize the input: {e}") from None
         except Exception as e:  # tokenizers raises plain Exception for truncation errors
             raise TokenizerError(f"tokenization failed: {e}") from None
+
+    # ------------------------------------------------------------------------------------------ chat
+    @property
+    def chat_template(self) -> str | None:
+        """The Jinja chat template (tokenizer_config.json, chat_template.jinja or GGUF metadata), or None."""
+        template = self.options.get("chat_template")
+        if isinstance(template, list):  # [{"name": "default", "template": ...}, {"name": "tool_use", ...}]
+            template = {t["name"]: t["template"] for t in template}.get("default")
+        return template
+
+    def apply_chat_template(self, conversation: list, *, add_generation_prompt: bool = False,
+                            continue_final_message: bool | str = False, tokenize: bool = True,
+                            return_dict: bool = False, chat_template: str | None = None, tools: list | None = None,
+                            documents: list | None = None, tokenizer_kwargs: dict | None = None, **variables: Any):
+        """A conversation (`[{"role": ..., "content": ...}, ...]`, or a list of them) as the model's prompt,
+        rendered exactly as transformers' `apply_chat_template` renders it (see `bombus.chat`).
+
+        `add_generation_prompt` ends with the assistant's turn header; `continue_final_message` leaves the
+        last message open. Returns the text (`tokenize=False`), its ids without added special tokens
+        (default; the template writes them), or with `return_dict=True` the model inputs as `tok(...)`
+        returns them (`tokenizer_kwargs`, e.g. `{"pad_direction": "left"}`, are passed on). Other keywords
+        (e.g. `enable_thinking=False`) reach the template, beside the special tokens."""
+        from .chat import is_batch, render
+
+        template = chat_template or self.chat_template
+        if template is None:
+            raise TokenizerError("this tokenizer has no chat template; pass chat_template=... (a Jinja string)")
+        # the template sees transformers' special_tokens_map: {"bos_token": "<s>", ...}
+        values = {**{k: str(v) for k, v in self._specials.items() if v is not None}, **variables}
+        batch = is_batch(conversation)
+        texts = [render(template, c, add_generation_prompt=add_generation_prompt, tools=tools, documents=documents,
+                        continue_final_message=continue_final_message, **values)
+                 for c in (conversation if batch else [conversation])]
+        if return_dict:
+            return self(texts if batch else texts[0], add_special_tokens=False, **(tokenizer_kwargs or {}))
+        if not tokenize:
+            return texts if batch else texts[0]
+        ids = [self.encode(t, add_special_tokens=False) for t in texts]
+        return ids if batch else ids[0]
 
     # ------------------------------------------------------------------------------------------ decoding
     def decode(self, ids: Sequence[int] | torch.Tensor, skip_special_tokens: bool = True,

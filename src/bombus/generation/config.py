@@ -16,6 +16,7 @@ import math
 import os
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..errors import GenerationError
@@ -76,7 +77,7 @@ class GenerationConfig:
     num_return_sequences: int | None = _opt("Sequences returned per prompt (sampling, or <= num_beams with beams).")
     # Special tokens.
     pad_token_id: int | None = _opt("Fills finished rows. Unset: the (first) EOS token, as transformers does.")
-    bos_token_id: int | None = _opt("Beginning-of-sequence token (informational; prompts are not changed).")
+    bos_token_id: int | None = _opt("Beginning-of-sequence token: the prompt when `input_ids` is None.")
     eos_token_id: int | list[int] | None = _opt("A row finishes when it generates (any of) these tokens.")
     # bombus.
     seed: int | None = _opt("Sampling seed: the same seed gives the same tokens. Unset: torch's global RNG.")
@@ -136,8 +137,8 @@ class GenerationConfig:
         """One line per option: name, default, doc."""
         lines = []
         for f in dataclasses.fields(cls):
-            default = DEFAULTS.get(f.name)
-            lines.append(f"{f.name} (default {default!r}): {f.metadata['doc']}")
+            default = "20 new tokens" if f.name == "max_length" else repr(DEFAULTS.get(f.name))
+            lines.append(f"{f.name} (default {default}): {f.metadata['doc']}")
         return "\n".join(lines)
 
 
@@ -162,6 +163,9 @@ DEFAULTS: dict[str, Any] = {
     "remove_invalid_values": False,
     "use_cache": True,
 }
+
+GenerationConfig.__doc__ = f"{GenerationConfig.__doc__}\n\nOptions:\n" + "\n".join(
+    f"    {line}" for line in GenerationConfig.docs().splitlines())
 
 # Keys transformers writes into generation_config.json that are not options.
 _METADATA_KEYS = {"transformers_version", "_from_model_config", "_commit_hash", "_original_object_hash"}
@@ -230,7 +234,7 @@ def load_generation_config(
     if path is None:
         raise SourceError(f"neither generation_config.json nor config.json found in {source!s}")
     try:
-        values = json.loads(open(path, encoding="utf-8").read())
+        values = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise GenerationError(f"cannot read {path}: {e}") from None
     if not isinstance(values, dict):
@@ -289,6 +293,10 @@ def merge(
             f"generation_config must be a bombus GenerationConfig or a dict, got {type(given).__name__}"
         )
     top = GenerationConfig.from_dict({k: v for k, v in kwargs.items() if v is not None})
+    # An explicit None keyword unsets the option in every layer (transformers: `eos_token_id=None` turns EOS
+    # off, `top_k=None` turns top-k off; other options fall back to their defaults).
+    cleared = {k for k, v in kwargs.items() if v is None}
+    GenerationConfig.from_dict(dict.fromkeys(cleared, 0))  # unknown names raise
     layers = [c.to_dict() for c in (base, given, top) if c is not None]
     merged: dict[str, Any] = {}
     for i, layer in enumerate(layers):
@@ -303,6 +311,10 @@ def merge(
                 merged.pop(new, None)
                 merged.pop(total, None)
         merged.update(layer)
+    for name in cleared:
+        merged.pop(name, None)
+    if "top_k" in cleared:
+        merged["top_k"] = 0
     return merged
 
 
@@ -382,7 +394,8 @@ def _check_types(v: dict[str, Any]) -> None:
             _fail(name, v[name], "True or False")
     if v["early_stopping"] not in (True, False, "never") or not isinstance(v["early_stopping"], (bool, str)):
         _fail("early_stopping", v["early_stopping"], "True, False or 'never'")
-    number("temperature", lambda x: x > 0 and math.isfinite(x), "a number > 0 (for greedy decoding use do_sample=False)")
+    number("temperature", lambda x: x > 0 and math.isfinite(x),
+           "a number > 0 (for greedy decoding use do_sample=False)")
     number("top_p", lambda x: 0 <= x <= 1, "a number in [0, 1]")
     number("min_p", lambda x: 0 <= x <= 1, "a number in [0, 1]")
     number("typical_p", lambda x: 0 < x <= 1, "a number in (0, 1]")

@@ -9,17 +9,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .cache import Cache
+from .rotary import apply_rotary, rotate_half  # noqa: F401  (rotate_half re-exported: its old home)
 
-
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    first, second = x.chunk(2, dim=-1)
-    return torch.cat((-second, first), dim=-1)
-
-
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotary position embedding (half-split layout). x: `[batch, heads, seq, head_dim]`, cos/sin:
-    `[batch, seq, head_dim]`."""
-    return x * cos[:, None] + rotate_half(x) * sin[:, None]
+# SDPA attends grouped-query heads without copying keys/values (`enable_gqa`) from PyTorch 2.5 on.
+_SDPA_GQA = tuple(int(p) for p in torch.__version__.split(".")[:2]) >= (2, 5)
 
 
 class Attention(nn.Module):
@@ -89,9 +82,12 @@ class Attention(nn.Module):
                 q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
             if cache is not None:
                 k, v = cache.write(layer, slots, k, v)
-        if self.num_kv_heads != self.num_heads:
+        eager = output_attentions or head_mask is not None
+        grouped = self.num_kv_heads != self.num_heads
+        if grouped and (eager or not _SDPA_GQA):
             repeats = self.num_heads // self.num_kv_heads
             k, v = k.repeat_interleave(repeats, dim=1), v.repeat_interleave(repeats, dim=1)
+            grouped = False
 
         dtype = q.dtype
         if self.upcast and dtype in (torch.float16, torch.bfloat16):
@@ -99,7 +95,7 @@ class Attention(nn.Module):
             bias = None if bias is None else bias.float()
         dropout = self.dropout if self.training else 0.0
         weights = None
-        if output_attentions or head_mask is not None:
+        if eager:
             scores = torch.matmul(q, k.transpose(-1, -2)) * self.scale
             if causal:
                 scores = scores.masked_fill(
@@ -112,7 +108,8 @@ class Attention(nn.Module):
                 weights = weights * head_mask.to(weights.dtype)[None, :, None, None]
             out = torch.matmul(weights, v)
         else:
+            gqa = {"enable_gqa": True} if grouped else {}  # K/V heads are shared, not copied
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout,
-                                                 is_causal=causal and bias is None, scale=self.scale)
+                                                 is_causal=causal and bias is None, scale=self.scale, **gqa)
         out = out.to(dtype).transpose(1, 2).flatten(2)  # (B, T, nh * hd)
         return self.output(out), weights

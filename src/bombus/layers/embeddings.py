@@ -1,4 +1,5 @@
-"""Input embeddings: token + learned position + token type, then optional norm, dropout and projection."""
+"""Input embeddings: token + learned position + token type, then optional norm, dropout and projection;
+and the sinusoidal table that some families (DistilBERT) initialise their position embeddings with."""
 
 from __future__ import annotations
 
@@ -10,17 +11,20 @@ from torch import nn
 class Embeddings(nn.Module):
     """Sum of token, position (when `max_positions`) and token type (when `max_token_types`) embeddings of
     width `size`, then a LayerNorm (when `norm_epsilon` is given), dropout, and a projection to
-    `hidden_size` when it differs from `size` (ALBERT's factorised embeddings)."""
+    `hidden_size` when that is given (ALBERT's factorised embeddings). `padding_idx` is the
+    token embedding's padding row, `position_padding_idx` the position embedding's (RoBERTa's)."""
 
     def __init__(self, vocab_size: int, size: int, *, max_positions: int | None = None,
                  max_token_types: int = 0, norm_epsilon: float | None = None, dropout: float = 0.0,
-                 hidden_size: int | None = None, padding_idx: int | None = None):
+                 hidden_size: int | None = None, padding_idx: int | None = None,
+                 position_padding_idx: int | None = None):
         super().__init__()
         self.token = nn.Embedding(vocab_size, size, padding_idx=padding_idx)
-        self.position = nn.Embedding(max_positions, size) if max_positions else None
+        self.position = (nn.Embedding(max_positions, size, padding_idx=position_padding_idx)
+                         if max_positions else None)
         self.token_type = nn.Embedding(max_token_types, size) if max_token_types else None
         self.norm = nn.LayerNorm(size, eps=norm_epsilon) if norm_epsilon is not None else None
-        self.projection = nn.Linear(size, hidden_size) if hidden_size and hidden_size != size else None
+        self.projection = nn.Linear(size, hidden_size) if hidden_size else None
         self.dropout = dropout
 
     def forward(self, input_ids=None, input_embeddings=None, position_ids=None, token_type_ids=None,
@@ -41,3 +45,13 @@ class Embeddings(nn.Module):
         if self.projection is not None:
             x = self.projection(x)
         return x
+
+
+def sinusoidal_table(num_positions: int, size: int) -> torch.Tensor:
+    """`[num_positions, size]` fixed position encodings (Vaswani et al.): sin on even features, cos on odd,
+    with frequency `10000 ** (-2 * (j // 2) / size)` for feature j; computed in float64, as the reference."""
+    positions = torch.arange(num_positions, dtype=torch.float64)[:, None]
+    angles = positions / torch.pow(10000.0, 2 * (torch.arange(size, dtype=torch.float64) // 2) / size)
+    table = torch.empty(num_positions, size, dtype=torch.float64)
+    table[:, 0::2], table[:, 1::2] = angles[:, 0::2].sin(), angles[:, 1::2].cos()
+    return table.float()

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import InputError
+
 
 def _bias(visible: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     zero = torch.zeros((), dtype=dtype, device=visible.device)
@@ -38,3 +40,16 @@ def cache_bias(cache_mask: torch.Tensor, slots: torch.Tensor, dtype: torch.dtype
     keys = torch.arange(cache_mask.shape[1], device=cache_mask.device)
     visible = (keys[None, :] <= slots[:, None])[None, None] & cache_mask[:, None, None, :]
     return _bias(visible, dtype)
+
+
+def expand_head_mask(mask: torch.Tensor | None, num_blocks: int, num_heads: int, name: str
+                     ) -> torch.Tensor | None:
+    """A head mask as `[num_blocks, num_heads]` multipliers: given so, or as `[num_heads]` for every block."""
+    if mask is None:
+        return None
+    if mask.dim() == 1:
+        mask = mask[None].expand(num_blocks, -1)
+    if tuple(mask.shape) != (num_blocks, num_heads):
+        raise InputError(f"{name} must have shape [num_blocks, num_attention_heads] = [{num_blocks}, {num_heads}] "
+                         f"(or [{num_heads}] for every block), found {list(mask.shape)}")
+    return mask

@@ -12,7 +12,7 @@ from torch import nn
 from .activations import activation
 from .attention import Attention
 from .cache import Cache
-from .masks import cache_bias, causal_bias, padding_bias
+from .masks import cache_bias, causal_bias, expand_head_mask, padding_bias
 from .norms import norm
 
 
@@ -134,8 +134,12 @@ class Transformer(nn.Module):
         (`[batch, seq]`; with a cache, the mask of the new tokens or of all tokens so far) and, when
         `causal`, future keys. With `cache`, keys/values go into the cache and attention covers it.
 
+        `head_mask`/`cross_head_mask`: `[logical blocks, heads]` (or `[heads]` for all) multipliers of the
+        attention heads, shared by a group's blocks.
+
         Returns `(x, hidden_states, attentions, cross_attentions)`; hidden states are the input and the
-        output of every logical block (the last one after `final_norm`), or () when not requested."""
+        output of every block applied (the last one after `final_norm`; with ALBERT-style groups of several
+        blocks, each of them, as the reference records them), or () when not requested."""
         batch, length = x.shape[:2]
         slots = None
         if cache is not None:
@@ -149,12 +153,16 @@ class Transformer(nn.Module):
             bias = padding_bias(attention_mask, x.dtype)
         encoder_bias = padding_bias(encoder_attention_mask, x.dtype)
         causal = causal and cache is None
+        num_heads = self.groups[0][0].attention.num_heads
+        head_mask = expand_head_mask(head_mask, len(self.group_of), num_heads, "attention_head_mask")
+        cross_head_mask = expand_head_mask(cross_head_mask, len(self.group_of), num_heads,
+                                           "cross_attention_head_mask")
         hidden_states, attentions, cross_attentions = [], [], []
         layer = 0
         for i, g in enumerate(self.group_of):
-            if output_hidden_states:
-                hidden_states.append(x)
             for block in self.groups[g]:
+                if output_hidden_states:
+                    hidden_states.append(x)
                 x, attention, cross = block(
                     x, bias=bias, causal=causal, cache=cache, layer=layer, slots=slots, rotary=rotary,
                     head_mask=None if head_mask is None else head_mask[i],

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from ..errors import ConfigError
+from .albert import Albert
+from .bert import Bert
+from .distilbert import Distilbert
 from .gpt2 import Gpt2
+from .llama import Llama
+from .roberta import Roberta
 
-FAMILIES = {cls.spec_class.model_type: cls for cls in (Gpt2,)}
+FAMILIES = {cls.spec_class.model_type: cls for cls in (Gpt2, Bert, Roberta, Distilbert, Albert, Llama)}
 
 
 def family(model_type: str):

@@ -1,0 +1,195 @@
+"""Greedy generation, bombus vs transformers, side by side in one process.
+
+GPT-2 small's shape (768 wide, 12 blocks, 12 heads, 50,257 tokens) with random weights — the same weights for
+both engines (transformers builds and saves them, bombus loads the folder). Prompt 32 tokens, 64 new tokens,
+batch 1 and 8. Repetitions are interleaved (transformers, bombus, transformers, ...) so that machine noise hits
+both alike; each cell is the median (min-max).
+
+  tokens/s       new tokens per second of a full generate (batch x 64 / wall time)
+  first token    time to first token: a generate with max_new_tokens=1 (prefill + one token)
+  peak MB        extra memory of one full generate over the loaded model. CPU: measured in a fresh process per
+                 engine and batch (weights paged in, freed heap trimmed, VmHWM reset through /proc/self/clear_refs;
+                 then VmHWM after the call minus VmRSS before it), since freed heap stays resident and would hide
+                 the peak of later calls; CUDA: max_memory_allocated above the level before the call.
+
+Usage: python benchmarks/generation.py [--reps 7] [--device cpu|cuda] [--dtype float32|bfloat16]
+                                       [--batch 1 8] [--new 64] [--prompt 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+
+import torch
+
+
+def machine(device: str) -> str:
+    flags = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = f.read()
+        model = next((line.split(":", 1)[1].strip() for line in cpu.splitlines() if line.startswith("model name")), "?")
+        have = set(next((line.split(":", 1)[1].split() for line in cpu.splitlines() if line.startswith("flags")), []))
+        isa = [name for name in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+               if name in have]
+        flags = f"{model}; ISA: {' '.join(isa) or 'no AVX2'}"
+    except OSError:
+        flags = platform.processor() or platform.machine()
+    line = f"CPU: {flags}; torch threads: {torch.get_num_threads()} (of {os.cpu_count()} cores)"
+    if device == "cuda":
+        line += f"\nGPU: {torch.cuda.get_device_name()}"
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return line + f"\ntorch {torch.__version__}; load average before the run: {load} (other processes share the cores)"
+
+
+def _status(field: str) -> int:
+    with open("/proc/self/status") as f:
+        line = next(line for line in f if line.startswith(field + ":"))
+    return int(line.split()[1]) * 1024
+
+
+def timed(device: str, fn) -> float:
+    if device == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def cuda_peak(fn) -> float:
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    fn()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - base) / 2**20
+
+
+def cpu_peak(engine: str, folder: str, batch: int, args) -> float:
+    """MB: run one generate in a fresh process (see the module docstring)."""
+    command = [sys.executable, __file__, "--_memory", engine, folder, str(batch), "--prompt", str(args.prompt),
+               "--new", str(args.new), "--dtype", args.dtype]
+    out = subprocess.run(command, capture_output=True, text=True, check=True, env={**os.environ, "OMP_NUM_THREADS":
+                         str(torch.get_num_threads())})
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def _memory_child(engine: str, folder: str, batch: int, args) -> None:
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    warnings.simplefilter("ignore")
+    ids, mask = inputs(batch, args.prompt, "cpu")
+    engines, models = build_engines(folder, getattr(torch, args.dtype), "cpu")
+    run = engines[engine]
+    with torch.no_grad():  # page in memory-mapped weights, so that only the call's own memory is counted
+        for p in models[engine].parameters():
+            p.sum()
+    gc.collect()
+    try:  # hand freed heap (loading buffers) back to the OS, or the call would reuse it unseen
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
+    with open("/proc/self/clear_refs", "w") as f:  # VmHWM := VmRSS
+        f.write("5")
+    base = _status("VmRSS")
+    with torch.no_grad():
+        run(ids, mask, args.new)
+    print((_status("VmHWM") - base) / 2**20)
+
+
+def inputs(batch: int, prompt: int, device: str):
+    ids = torch.randint(0, 50257, (batch, prompt), generator=torch.Generator().manual_seed(batch)).to(device)
+    return ids, torch.ones_like(ids)
+
+
+def build_engines(folder: str, dtype: torch.dtype, device: str) -> tuple[dict, dict]:
+    from transformers import GPT2LMHeadModel
+
+    import bombus
+
+    ref = GPT2LMHeadModel.from_pretrained(folder, dtype=dtype).to(device).eval()
+    ours = bombus.load_model(folder, dtype=dtype, device=device)
+    # EOS off: both engines generate exactly the asked number of tokens.
+    engines = {
+        "transformers": lambda ids, mask, n: ref.generate(ids, attention_mask=mask, max_new_tokens=n,
+                                                          do_sample=False, eos_token_id=None, pad_token_id=0),
+        "bombus": lambda ids, mask, n: ours.generate(ids, attention_mask=mask, max_new_tokens=n, eos_token_id=None,
+                                                     pad_token_id=0),
+    }
+    return engines, {"transformers": ref, "bombus": ours}
+
+
+def cell(values: list[float], fmt: str) -> str:
+    return f"{format(statistics.median(values), fmt)} ({format(min(values), fmt)}-{format(max(values), fmt)})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--reps", type=int, default=7)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--prompt", type=int, default=32)
+    parser.add_argument("--new", type=int, default=64)
+    parser.add_argument("--_memory", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args._memory:
+        engine, folder, batch = args._memory
+        return _memory_child(engine, folder, int(batch), args)
+
+    import transformers
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    transformers.utils.logging.disable_progress_bar()
+    dtype = getattr(torch, args.dtype)
+    print(machine(args.device))
+    print(f"transformers {transformers.__version__}; GPT-2 small shape, random weights, {args.dtype}, greedy, "
+          f"prompt {args.prompt}, {args.new} new tokens, {args.reps} interleaved repetitions: median (min-max)\n")
+
+    torch.manual_seed(0)
+    with warnings.catch_warnings(), tempfile.TemporaryDirectory() as folder:
+        warnings.simplefilter("ignore")
+        GPT2LMHeadModel(GPT2Config()).save_pretrained(folder)
+        engines, _ = build_engines(folder, dtype, args.device)
+        header = f"{'batch':>5} {'engine':<13} {'tokens/s':>20} {'first token ms':>20} {'peak MB':>9}  same tokens"
+        print(header)
+        print("-" * len(header))
+        for batch in args.batch:
+            ids, mask = inputs(batch, args.prompt, args.device)
+            results = {name: {"tps": [], "ttft": []} for name in engines}
+            outputs, memory = {}, {}
+            with torch.no_grad():
+                for name, run in engines.items():  # warm-up (lazy init, allocator), and the tokens to compare
+                    outputs[name] = run(ids, mask, args.new).cpu()
+                    run(ids, mask, 1)
+                    memory[name] = (cuda_peak(lambda: run(ids, mask, args.new)) if args.device == "cuda"
+                                    else cpu_peak(name, folder, batch, args))
+                for _ in range(args.reps):
+                    for name, run in engines.items():
+                        seconds = timed(args.device, lambda: run(ids, mask, args.new))
+                        results[name]["tps"].append(batch * args.new / seconds)
+                        results[name]["ttft"].append(1000 * timed(args.device, lambda: run(ids, mask, 1)))
+            same = torch.equal(outputs["transformers"], outputs["bombus"])
+            for name, r in results.items():
+                print(f"{batch:>5} {name:<13} {cell(r['tps'], '.1f'):>20} {cell(r['ttft'], '.1f'):>20} "
+                      f"{memory[name]:>9.1f}  {same if name == 'bombus' else ''}")
+            ratio = statistics.median(results["bombus"]["tps"]) / statistics.median(results["transformers"]["tps"])
+            print(f"{'':>5} bombus / transformers tokens/s: {ratio:.2f}x")
+        print(f"load average after: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,180 @@
+"""Weight-only quantised layers: drop-in replacements for `nn.Linear` / `nn.Embedding`, packed once at load
+time, that run PyTorch's own CPU kernels.
+
+* `Int4Linear`: 4-bit weights in groups along the input, `w = (q - 8) * scale + zero` (tinygemm's layout,
+  which GGUF's Q4_0 and Q4_1 blocks map onto exactly), through `aten._weight_int4pack_mm_for_cpu`.
+* `Int8Linear`: 8-bit weights with one scale per output row, through `aten._weight_int8pack_mm`.
+* `Int8Embedding`: int8 values with a scale per group of columns (GGUF's Q8_0 blocks), looked up exactly.
+* `RescoredHead`: an LM head whose best logits are recomputed exactly after a quantised pass.
+
+Both kernels are fast only with bfloat16 activations (measured on AVX-512 without AMX: float32 or float16
+activations are 30-50x slower), so the layers cast their input to bfloat16 and their output back to the
+input's dtype; the rest of the model keeps its dtype. CPU only: on other devices load dequantised weights.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import ConfigError
+
+_ACT = torch.bfloat16
+_INT4_ROWS = 16  # the int4 packing wants a multiple of 16 output rows: padded with zero rows
+
+
+def _require_cpu(device: torch.device | str | None) -> None:
+    if device is not None and torch.device(device).type != "cpu":
+        raise ConfigError(f"bombus' int4/int8 layers run PyTorch's CPU kernels; device {device} is not supported "
+                          f"(load the weights dequantised instead, e.g. quantize='dequantize')")
+
+
+class Int4Linear(nn.Module):
+    """`nn.Linear` with 4-bit weights: per row and per `group_size` inputs, `w = (q - 8) * scale + zero`
+    with `q` in [0, 15]. `scale` and `zero` are stored in bfloat16 (the kernel's format)."""
+
+    quantized = True  # not saved as a transformers checkpoint
+
+    def __init__(self, in_features: int, out_features: int, *, group_size: int = 32, bias: bool = False,
+                 device: torch.device | str | None = None):
+        super().__init__()
+        _require_cpu(device)
+        if group_size not in (32, 64, 128, 256) or in_features % group_size:
+            raise ConfigError(f"Int4Linear: group_size must be 32, 64, 128 or 256 and divide in_features="
+                              f"{in_features}; got {group_size}")
+        self.in_features, self.out_features, self.group_size = in_features, out_features, group_size
+        rows = -(-out_features // _INT4_ROWS) * _INT4_ROWS
+        self.register_buffer("packed", torch.empty(rows, in_features // 2, dtype=torch.uint8, device=device))
+        self.register_buffer("scales_and_zeros", torch.empty(in_features // group_size, rows, 2, dtype=_ACT,
+                                                             device=device))
+        self.bias = nn.Parameter(torch.zeros(out_features, device=device), requires_grad=False) if bias else None
+
+    @classmethod
+    def from_groups(cls, q: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
+                    bias: torch.Tensor | None = None) -> Int4Linear:
+        """Pack `q` (`[out, in]` integers in [0, 15]) with `scales`/`zeros` (`[out, in / group_size]`)."""
+        out_features, in_features = q.shape
+        layer = cls(in_features, out_features, group_size=in_features // scales.shape[1], bias=bias is not None)
+        pad = layer.packed.shape[0] - out_features
+        pairs = torch.stack([scales, zeros], dim=-1).to(_ACT)  # (N, G, 2)
+        q = q.to(torch.int32)
+        if pad:  # zero rows, cut off again in forward
+            q, pairs = F.pad(q, (0, 0, 0, pad), value=8), F.pad(pairs, (0, 0, 0, 0, 0, pad))
+        layer.packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.contiguous(), 2)
+        layer.scales_and_zeros = pairs.transpose(0, 1).contiguous()
+        if bias is not None:
+            layer.bias = nn.Parameter(bias.float(), requires_grad=False)
+        return layer
+
+    @classmethod
+    def from_float(cls, weight: torch.Tensor, bias: torch.Tensor | None = None, *, group_size: int = 32
+                   ) -> Int4Linear:
+        """Quantise a float `[out, in]` weight: per group, `scale = (max - min) / 15`, `zero` the value
+        that q = 8 stands for, `q = round((w - min) / scale)`."""
+        out_features, in_features = weight.shape
+        groups = weight.float().reshape(out_features, in_features // group_size, group_size)
+        low, high = groups.amin(-1), groups.amax(-1)
+        scales = ((high - low) / 15).clamp(min=1e-10)
+        q = ((groups - low[..., None]) / scales[..., None]).round().clamp(0, 15).reshape(out_features, in_features)
+        return cls.from_groups(q, scales, low + 8 * scales, bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, self.in_features).to(_ACT)
+        out = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self.packed, self.group_size,
+                                                         self.scales_and_zeros.to(_ACT))  # model.float() safe
+        if out.shape[-1] != self.out_features:
+            out = out[:, :self.out_features]
+        if self.bias is not None:
+            out = out.float() + self.bias
+        return out.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, group_size={self.group_size}, "
+                f"bias={self.bias is not None}")
+
+
+def int8_rows(weight: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-row int8 quantisation of a float `[rows, columns]` weight: `(q int8, scale float32)`,
+    `w ~ q * scale`. Works through `chunk` rows at a time, so a float32 copy never exists whole."""
+    q = torch.empty(weight.shape, dtype=torch.int8)
+    scales = torch.empty(weight.shape[0], dtype=torch.float32)
+    for start in range(0, weight.shape[0], chunk):
+        rows = weight[start:start + chunk].float()
+        scale = (rows.abs().amax(-1) / 127).clamp(min=1e-10)
+        q[start:start + chunk] = (rows / scale[:, None]).round().clamp(-127, 127).to(torch.int8)
+        scales[start:start + chunk] = scale
+    return q, scales
+
+
+class Int8Linear(nn.Module):
+    """`nn.Linear` with int8 weights and one scale per output row: `w = q * scale`."""
+
+    quantized = True  # not saved as a transformers checkpoint
+
+    def __init__(self, q: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None = None):
+        super().__init__()
+        _require_cpu(q.device)
+        self.out_features, self.in_features = q.shape
+        self.register_buffer("weight", q.to(torch.int8))
+        self.register_buffer("scales", scales.to(_ACT))
+        self.bias = nn.Parameter(bias.float(), requires_grad=False) if bias is not None else None
+
+    @classmethod
+    def from_float(cls, weight: torch.Tensor, bias: torch.Tensor | None = None) -> Int8Linear:
+        return cls(*int8_rows(weight), bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, self.in_features).to(_ACT)
+        out = torch.ops.aten._weight_int8pack_mm(flat, self.weight, self.scales.to(_ACT))
+        if self.bias is not None:
+            out = out.float() + self.bias
+        return out.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class Int8Embedding(nn.Module):
+    """`nn.Embedding` over int8 values with a scale per `group_size` columns (GGUF's Q8_0 blocks: 32; one
+    per row: the row width), looked up exactly: rows come out as `q * scale` in `dtype`."""
+
+    quantized = True  # not saved as a transformers checkpoint
+
+    def __init__(self, q: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype = torch.float32):
+        super().__init__()
+        self.num_embeddings, self.embedding_dim = q.shape
+        scales = scales.reshape(q.shape[0], -1)
+        self.group_size = self.embedding_dim // scales.shape[1]
+        self.register_buffer("weight", q.to(torch.int8))
+        self.register_buffer("scales", scales)
+        self.dtype = dtype
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        groups = F.embedding(ids, self.weight).float().unflatten(-1, (-1, self.group_size))
+        rows = groups * F.embedding(ids, self.scales).float()[..., None]
+        return rows.flatten(-2).to(self.dtype)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}, group_size={self.group_size}"
+
+
+class RescoredHead(nn.Module):
+    """An LM head in two passes: `approx` (a fast quantised projection) scores the whole vocabulary, then
+    the `top_k` best of each position are recomputed in float32 from `table`'s exact rows (an embedding
+    of the same weight, usually the tied token embedding). Greedy choices and the head of the softmax then
+    match the unquantised model's, where bf16 logits alone (steps of 0.125 near 30) would break near-ties
+    arbitrarily; the rest of the vocabulary keeps the approximate scores."""
+
+    quantized = True  # not saved as a transformers checkpoint
+
+    def __init__(self, approx: nn.Module, table: nn.Module, top_k: int = 32):
+        super().__init__()
+        self.approx, self.table, self.top_k = approx, table, top_k
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.approx(x).float()
+        best = logits.topk(min(self.top_k, logits.shape[-1]), dim=-1).indices  # (..., k)
+        rows = self.table(best).float()  # (..., k, hidden)
+        exact = (rows @ x.float()[..., None]).squeeze(-1)
+        return logits.scatter(-1, best, exact).to(x.dtype)

@@ -1,0 +1,81 @@
+"""How `generate` drives the model: one static cache sized prompt + new tokens, created once and written in
+place; the LM head on the last position only; one-token decode steps with explicit positions; beams reorder
+the cache in place."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from generation_fixtures import one_thread, random_batch, run_both, tiny  # noqa: F401
+
+import bombus
+from bombus.layers.cache import Cache
+
+
+@pytest.fixture
+def spied(tiny, monkeypatch):
+    model = bombus.load_model(tiny.folder)
+    calls: dict[str, list] = {"init_cache": [], "forward": [], "reorder": []}
+    init_cache, forward, reorder = model.init_cache, model.forward, Cache.reorder
+
+    def spy_init_cache(*args, **kwargs):
+        calls["init_cache"].append(args)
+        return init_cache(*args, **kwargs)
+
+    def spy_forward(**kwargs):
+        calls["forward"].append(dict(kwargs))
+        return forward(**kwargs)
+
+    def spy_reorder(self, index):
+        calls["reorder"].append(index.clone())
+        return reorder(self, index)
+
+    monkeypatch.setattr(model, "init_cache", spy_init_cache)
+    monkeypatch.setattr(model, "forward", spy_forward)
+    monkeypatch.setattr(Cache, "reorder", spy_reorder)
+    return model, calls
+
+
+def test_greedy_uses_one_static_cache(spied):
+    model, calls = spied
+    ids, mask = random_batch(random.Random(0), 3, 100, min_len=2, max_len=7)
+    out = model.generate(ids, attention_mask=mask, max_new_tokens=6, eos_token_id=None, pad_token_id=0)
+    assert out.shape == (3, ids.shape[1] + 6)
+    assert calls["init_cache"] == [(3, ids.shape[1] + 6 - 1)]  # the last token is never fed back
+    forwards = calls["forward"]
+    assert len(forwards) == 6  # prefill + 5 steps
+    cache = forwards[0]["cache"]
+    assert all(f["cache"] is cache for f in forwards) and all(f["logits_to_keep"] == 1 for f in forwards)
+    assert forwards[0]["input_ids"].shape == ids.shape
+    positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
+    assert torch.equal(forwards[0]["position_ids"], positions)
+    for step, f in enumerate(forwards[1:], start=1):
+        assert f["input_ids"].shape == (3, 1)
+        assert torch.equal(f["position_ids"], positions[:, -1:] + step)
+        assert torch.equal(f["input_ids"][:, 0], out[:, ids.shape[1] + step - 1])
+    assert int(cache.offset) == ids.shape[1] + 5
+    assert calls["reorder"] == []
+
+
+def test_beams_reorder_the_cache_in_place(spied):
+    model, calls = spied
+    ids, mask = random_batch(random.Random(1), 2, 100, min_len=2, max_len=6)
+    model.generate(ids, attention_mask=mask, max_new_tokens=5, num_beams=3, eos_token_id=None, pad_token_id=0)
+    assert calls["init_cache"] == [(6, ids.shape[1] + 4)]
+    assert len(calls["reorder"]) == 5
+    for index in calls["reorder"]:
+        assert index.dtype == torch.long and index.shape == (6,)
+        # A beam only ever continues a beam of the same prompt.
+        assert ((index // 3) == torch.arange(6) // 3).all()
+    assert any(not torch.equal(index, torch.arange(6)) for index in calls["reorder"])
+
+
+def test_max_time_and_use_cache(tiny):
+    ids, mask = random_batch(random.Random(2), 2, 100)
+    out, _ = run_both(tiny, ids, mask, max_time=1e-9, max_new_tokens=10, pad_token_id=0)
+    assert out.shape[1] == ids.shape[1] + 1  # the time check comes after each token
+    run_both(tiny, ids, mask, max_time=1e-9, num_beams=2, max_new_tokens=10, pad_token_id=0)
+    expected = tiny.ours.generate(ids, attention_mask=mask, max_new_tokens=5)
+    assert torch.equal(tiny.ours.generate(ids, attention_mask=mask, max_new_tokens=5, use_cache=False), expected)

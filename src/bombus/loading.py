@@ -88,4 +88,9 @@ def load_model(source: str | os.PathLike, *, architecture: str | None = None, dt
     load_state(model, files, model.keymap(), dtype=dtype, device=device, init=model.init_module,
                tied=model.tied_names())
     model.tie_weights()
+    if model.architecture in model.generative:
+        # The checkpoint's generation defaults (generation_config.json, else config.json), as generate uses.
+        from .generation import load_generation_config
+
+        model.generation_config = load_generation_config(source, revision=revision, token=token)
     return model.eval()

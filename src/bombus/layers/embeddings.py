@@ -8,6 +8,15 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def embedding(num_embeddings: int, size: int, padding_idx: int | None = None) -> nn.Embedding:
+    """`nn.Embedding`, initialised as PyTorch does, except on the meta device (models are built there to be
+    loaded), where its `normal_` would do nothing but import torch._dynamo: ~1 s, half of a GGUF load."""
+    weight = torch.empty(num_embeddings, size)
+    if weight.is_meta:
+        return nn.Embedding(num_embeddings, size, padding_idx=padding_idx, _weight=weight)
+    return nn.Embedding(num_embeddings, size, padding_idx=padding_idx)
+
+
 class Embeddings(nn.Module):
     """Sum of token, position (when `max_positions`) and token type (when `max_token_types`) embeddings of
     width `size`, then a LayerNorm (when `norm_epsilon` is given), dropout, and a projection to
@@ -19,10 +28,9 @@ class Embeddings(nn.Module):
                  hidden_size: int | None = None, padding_idx: int | None = None,
                  position_padding_idx: int | None = None):
         super().__init__()
-        self.token = nn.Embedding(vocab_size, size, padding_idx=padding_idx)
-        self.position = (nn.Embedding(max_positions, size, padding_idx=position_padding_idx)
-                         if max_positions else None)
-        self.token_type = nn.Embedding(max_token_types, size) if max_token_types else None
+        self.token = embedding(vocab_size, size, padding_idx)
+        self.position = embedding(max_positions, size, position_padding_idx) if max_positions else None
+        self.token_type = embedding(max_token_types, size) if max_token_types else None
         self.norm = nn.LayerNorm(size, eps=norm_epsilon) if norm_epsilon is not None else None
         self.projection = nn.Linear(size, hidden_size) if hidden_size else None
         self.dropout = dropout

@@ -8,18 +8,8 @@ import transformers
 import bombus
 from bombus.errors import TrainingError
 from reference import assert_close
-from training_fixtures import (bert_tokenizer, classify_rows, gpt2_tokenizer, one_thread, repeat_rows, tiny_bert,
+from training_fixtures import (bert_tok, gpt2_tok, bert_tokenizer, classify_rows, gpt2_tokenizer, one_thread, repeat_rows, tiny_bert,
                                tiny_gpt2, write_jsonl)
-
-
-@pytest.fixture(scope="module")
-def gpt2_tok(tmp_path_factory):
-    return gpt2_tokenizer(tmp_path_factory.mktemp("gpt2-tok"))
-
-
-@pytest.fixture(scope="module")
-def bert_tok(tmp_path_factory):
-    return bert_tokenizer(tmp_path_factory.mktemp("bert-tok"))
 
 
 def _case(name, gpt2_tok, bert_tok, tmp_path):

@@ -10,18 +10,8 @@ import bombus
 from bombus.errors import InputError, TrainingError
 from bombus.training.data import Masker, collate, read_rows
 from bombus.training.tasks import Metrics
-from training_fixtures import (answer_rows, bert_tokenizer, choice_rows, classify_rows, gpt2_tokenizer, one_thread,
+from training_fixtures import (bert_tok, gpt2_tok, answer_rows, bert_tokenizer, choice_rows, classify_rows, gpt2_tokenizer, one_thread,
                                tag_rows, tiny_bert, tiny_gpt2, write_jsonl)
-
-
-@pytest.fixture(scope="module")
-def gpt2_tok(tmp_path_factory):
-    return gpt2_tokenizer(tmp_path_factory.mktemp("gpt2-tok"))
-
-
-@pytest.fixture(scope="module")
-def bert_tok(tmp_path_factory):
-    return bert_tokenizer(tmp_path_factory.mktemp("bert-tok"))
 
 
 def _untouched(model):

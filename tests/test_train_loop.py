@@ -10,18 +10,8 @@ import torch
 
 import bombus
 from bombus.training.loop import _parameter_groups
-from training_fixtures import (answer_rows, bert_tokenizer, choice_rows, classify_rows, copy_rows, gpt2_tokenizer,
+from training_fixtures import (bert_tok, gpt2_tok, answer_rows, bert_tokenizer, choice_rows, classify_rows, copy_rows, gpt2_tokenizer,
                                one_thread, repeat_rows, tag_rows, tiny_bert, tiny_gpt2)
-
-
-@pytest.fixture(scope="module")
-def gpt2_tok(tmp_path_factory):
-    return gpt2_tokenizer(tmp_path_factory.mktemp("gpt2-tok"))
-
-
-@pytest.fixture(scope="module")
-def bert_tok(tmp_path_factory):
-    return bert_tokenizer(tmp_path_factory.mktemp("bert-tok"))
 
 
 # task, architecture, rows, model options, train options, the metric that must rise, its floor after training

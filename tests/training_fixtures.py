@@ -151,3 +151,13 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def gpt2_tok(tmp_path_factory):
+    return gpt2_tokenizer(tmp_path_factory.mktemp("gpt2-tok"))
+
+
+@pytest.fixture(scope="module")
+def bert_tok(tmp_path_factory):
+    return bert_tokenizer(tmp_path_factory.mktemp("bert-tok"))

@@ -186,7 +186,7 @@ class Gpt2(Model):
                                                           x["mc_labels"].view(-1))
         elif arch == "for_sequence_classification":
             logits = self.score(hidden)
-            out.logits = logits[torch.arange(logits.shape[0], device=logits.device), self._last_token(ids, logits)]
+            out.logits = logits[torch.arange(logits.shape[0], device=logits.device), self.last_token_index(ids, logits.shape[0])]
             if labels is not None:
                 out.loss = classification_loss(out.logits, labels, s.num_labels, s.problem_type)
         elif arch == "for_token_classification":
@@ -198,21 +198,6 @@ class Gpt2(Model):
             out.start_logits, out.end_logits = start.contiguous(), end.contiguous()
             if x.get("start_positions") is not None and x.get("end_positions") is not None:
                 out.loss = span_loss(start, end, x["start_positions"], x["end_positions"])
-
-    def _last_token(self, ids, logits) -> torch.Tensor | int:
-        """Index of each row's last non-padding token (the sequence classification position)."""
-        pad = self.spec.pad_token_id
-        if pad is None:
-            if logits.shape[0] > 1:
-                raise InputError("sequence classification of a batch needs pad_token_id in the spec (to find "
-                                 "each row's last token); set it, e.g. load_model(..., pad_token_id=50256)")
-            return -1
-        if ids is None:
-            warn_once("input_embeddings given: sequence classification uses the last position of each row, "
-                      "since padding cannot be detected without input_ids")
-            return -1
-        positions = torch.arange(ids.shape[-1], device=ids.device)
-        return (positions * (ids != pad)).argmax(-1)
 
     checkpoint_keys = {
         "embeddings.token": "wte",

@@ -93,4 +93,6 @@ def load_model(source: str | os.PathLike, *, architecture: str | None = None, dt
         from .generation import load_generation_config
 
         model.generation_config = load_generation_config(source, revision=revision, token=token)
+        if device.type == "cpu":
+            model.decoding_layout()
     return model.eval()

@@ -9,10 +9,11 @@ the prompt (it is (T(new) - T(1)) / (new - 1) tokens per row).
 
     .venv/bin/python benchmarks/gguf.py [--repeats 3] [--threads 1 2] [--new-tokens 64] [--engines ...]
 
-The children run with OMP_WAIT_POLICY=PASSIVE unless the environment sets it: on these shared 2-core
-machines OpenMP's default spin-waiting turns every parallel region into a wait for a time slice when
-another process holds the other core (measured: a bombus int4 decode step 14.5 ms on 1 thread, 1.9 s on
-2 threads with the default policy, 17 ms with PASSIVE). The policy applies to every engine alike.
+OpenMP's wait policy decides the 2-thread numbers on these shared 2-core machines. With the default
+(spinning) policy, every parallel region waits for a time slice whenever another process holds the other
+core: a bombus int4 decode step measured 14 ms on 1 thread, 1.9 s on 2 threads. `--omp-wait passive` avoids
+that but costs ~60% on an idle machine (2 threads: 10.7 ms spinning, 18 ms passive). The table states the
+policy and the load average; it applies to every engine alike.
 """
 
 import argparse
@@ -136,17 +137,21 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--engines", nargs="*", default=["bombus int4", "bombus float32", "transformers", "llama.cpp"])
+    parser.add_argument("--omp-wait", choices=["active", "passive"], help="OMP_WAIT_POLICY of the engines "
+                        "(default: the environment's, else OpenMP's own)")
     args = parser.parse_args()
     import torch
 
     path = smollm_path()
     engines = [e for e in args.engines if e != "llama.cpp" or importlib.util.find_spec("llama_cpp")]
     skipped = sorted(set(args.engines) - set(engines))
-    env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+    env = dict(os.environ)
+    if args.omp_wait:
+        env["OMP_WAIT_POLICY"] = args.omp_wait.upper()
     print(f"{path.name} ({path.stat().st_size / 2**20:.0f} MB), greedy, {args.new_tokens} new tokens, chat prompts")
     print(f"machine: {machine()}")
-    print(f"torch {torch.__version__}; OMP_WAIT_POLICY={env['OMP_WAIT_POLICY']}; median of {args.repeats} "
-          f"interleaved runs")
+    print(f"torch {torch.__version__}; OMP_WAIT_POLICY={env.get('OMP_WAIT_POLICY', 'unset (OpenMP default)')}; "
+          f"median of {args.repeats} interleaved runs")
     if skipped:
         print(f"not installed, skipped: {', '.join(skipped)}")
     for threads in args.threads:

@@ -59,8 +59,11 @@ def test_kept_quantized_weights_close_to_dequantized(tmp_path, kind, tied):
     exact = bombus.load_model(path, quantize="dequantize")
     model = bombus.load_model(path)  # "keep" is the default for quantised files on CPU
     block = model.transformer.groups[0][0]
-    expected = Int4Linear if kind != "Q8_0" else Int8Linear
-    assert all(isinstance(m, expected) for m in (block.attention.query, block.attention.key, block.mlp.down))
+    if kind == "Q8_0":
+        assert all(isinstance(m, Int8Linear) for m in (block.attention.query, block.attention.key, block.mlp.down))
+    else:  # q/k/v and gate/up are fused into one int4 matmul each where the packing allows (below)
+        projections = [block.attention.qkv or block.attention.query, block.mlp.gate_up or block.mlp.gate]
+        assert all(isinstance(m, Int4Linear) for m in [*projections, block.mlp.down])
     if kind == "Q8_0":  # the exact Q8_0 blocks serve the embedding and rescore the LM head's best logits
         assert isinstance(model.embeddings.token, Int8Embedding)
         assert isinstance(model.lm_head.decoder, RescoredHead)
@@ -104,6 +107,35 @@ def test_int4_linear_uses_gguf_blocks_exactly(kind, rows):
     assert error(Int4Linear.from_float(weight, bias)(x)) < (0.01 if kind == "Q4_1" else 0.1)
     assert error(Int4Linear.from_float(torch.from_numpy(w), bias)(x)) < 0.2  # 4 bits of the float weight
     assert error(Int4Linear.from_groups(q, d, d * 0, bias)(x)) > 0.1 or kind == "Q4_0"  # zero matters
+
+
+@pytest.mark.parametrize("rows", [(576, 192, 192), (128, 64), (64, 32, 32), (48, 16)])
+def test_fused_int4_projections_equal_the_separate_ones(rows):
+    from bombus.quantize import concat_int4, fuse_projections
+
+    layers = [Int4Linear.from_float(torch.randn(n, 96), torch.randn(n)) for n in rows]
+    fused = concat_int4(layers)
+    x = torch.randn(4, 96)
+    if fused is not None:  # every row count a multiple of 64 here; the others may not fuse
+        assert torch.equal(fused(x), torch.cat([layer(x) for layer in layers], dim=-1))
+    assert (fused is not None) == all(n % 64 == 0 for n in rows)
+    # on a model: the blocks' q/k/v and gate/up become one module each, with the same outputs
+    from bombus.models.llama import LlamaSpec
+
+    spec = LlamaSpec(vocab_size=50, hidden_size=128, intermediate_size=128, num_blocks=2, num_attention_heads=2,
+                     num_key_value_heads=1, architecture="for_causal_language_modeling")
+    model = bombus.build_model(spec)
+    for block in model.transformer.groups:
+        for module in (block[0].attention.query, block[0].attention.key, block[0].attention.value,
+                       block[0].mlp.gate, block[0].mlp.up, block[0].mlp.down):
+            owner, leaf = next((o, n) for o in model.modules() for n, c in o.named_children() if c is module)
+            setattr(owner, leaf, Int4Linear.from_float(module.weight.detach()))
+    ids = torch.randint(0, 50, (2, 7))
+    with torch.no_grad():
+        before = model(input_ids=ids).logits
+        assert fuse_projections(model) == 4
+        assert torch.equal(model(input_ids=ids).logits, before)
+    assert isinstance(model.transformer.groups[0][0].attention.qkv, Int4Linear)
 
 
 def test_block_decoding_is_bit_identical_to_gguf():

@@ -64,7 +64,7 @@ def float32(path):
 @pytest.fixture(scope="module")
 def int4(path):
     model = bombus.load_model(path)
-    assert isinstance(model.transformer.groups[0][0].mlp.up, Int4Linear)
+    assert isinstance(model.transformer.groups[0][0].mlp.gate_up, Int4Linear)
     return model
 
 

@@ -17,6 +17,7 @@ One file holds the config (metadata), the weights (often quantised) and the toke
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import sys
@@ -45,6 +46,7 @@ def _gguf():
     return gguf
 
 
+@functools.lru_cache(maxsize=1)
 def _reader_class():
     gguf = _gguf()
 
@@ -252,7 +254,7 @@ def load_model(path: str | Path, *, architecture: str | None = None, dtype: torc
     (see the module doc); "dequantize" (default elsewhere) turns every tensor into `dtype` floats.
     """
     from .models import family
-    from .quantize import Int4Linear, Int8Embedding, Int8Linear, RescoredHead
+    from .quantize import Int4Linear, Int8Embedding, Int8Linear, RescoredHead, fuse_projections
 
     path = Path(path)
     reader = read(path)
@@ -327,6 +329,10 @@ def load_model(path: str | Path, *, architecture: str | None = None, dtype: torc
             _set_tensor(model, target, value.to(device))
         done.update(targets)
     _finish(model, path, params, done, kept, tied, dtype, device, unused)
+    if kept:
+        fuse_projections(model)
+    if device.type == "cpu" and model.architecture in model.generative:
+        model.decoding_layout()  # the float Linear layers left, as `bombus.load_model` arranges them
     del reader
     _trim()
     return model.eval()
@@ -433,11 +439,12 @@ def _merges_from_scores(tokens: list[str], scores: list[float]) -> list[tuple[st
 
 
 def load_tokenizer_data(path: str | Path, reader=None):
-    """`(backend, config)`: the `tokenizers.Tokenizer` a GGUF file describes (vocabulary, merges, special
-    and added tokens, BOS/EOS post-processing) and its tokenizer config (special token strings,
-    `add_bos_token`, `add_eos_token`, `chat_template`)."""
+    """`(backend, config)`: the `tokenizers.Tokenizer` a GGUF file describes (vocabulary, merges, control and
+    user-defined tokens) and its tokenizer config (named special tokens, `additional_special_tokens`,
+    `add_bos_token`, `add_eos_token`, `chat_template`), from which `bombus.load_tokenizer` adds the named
+    special tokens and the BOS/EOS post-processing as for any tokenizer."""
     import tokenizers
-    from tokenizers import AddedToken, Regex, decoders, pre_tokenizers, processors
+    from tokenizers import AddedToken, Regex, decoders, pre_tokenizers
     from tokenizers import models as tk_models
 
     reader = reader if reader is not None else read(path)
@@ -491,16 +498,8 @@ def load_tokenizer_data(path: str | Path, reader=None):
         index = meta.get(f"tokenizer.ggml.{key}_token_id")
         if index is not None and 0 <= index < len(tokens):
             config[name] = tokens[index]
-    named = {config[n] for n in ("bos_token", "eos_token", "unk_token", "pad_token") if n in config}
-    present = {t.content for t in added}
-    added += [AddedToken(t, normalized=False, special=True) for t in sorted(named - present, key=vocab.get)]
     backend.add_tokens(added)
     backend.add_tokens(user)
+    named = {config[n] for n in ("bos_token", "eos_token", "unk_token", "pad_token") if n in config}
     config["additional_special_tokens"] = [t.content for t in added if t.content not in named]
-    bos, eos = config.get("bos_token"), config.get("eos_token")
-    add_bos, add_eos = bool(config["add_bos_token"]) and bos is not None, bool(config["add_eos_token"]) and eos is not None
-    single = f"{bos + ':0 ' if add_bos else ''}$A:0{' ' + eos + ':0' if add_eos else ''}"
-    pair = f"{single}{' ' + bos + ':1' if add_bos else ''} $B:1{' ' + eos + ':1' if add_eos else ''}"
-    special = ([(bos, vocab[bos])] if add_bos else []) + ([(eos, vocab[eos])] if add_eos else [])
-    backend.post_processor = processors.TemplateProcessing(single=single, pair=pair, special_tokens=special)
     return backend, config

@@ -81,8 +81,10 @@ class Int4Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features).to(_ACT)
-        out = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self.packed, self.group_size,
-                                                         self.scales_and_zeros.to(_ACT))  # model.float() safe
+        pairs = self.scales_and_zeros
+        if pairs.dtype != _ACT:  # after a cast of the whole model, e.g. model.float()
+            pairs = pairs.to(_ACT)
+        out = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self.packed, self.group_size, pairs)
         if out.shape[-1] != self.out_features:
             out = out[:, :self.out_features]
         if self.bias is not None:
@@ -92,6 +94,50 @@ class Int4Linear(nn.Module):
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, group_size={self.group_size}, "
                 f"bias={self.bias is not None}")
+
+
+def concat_int4(layers: list[Int4Linear]) -> Int4Linear | None:
+    """One `Int4Linear` computing `layers` side by side (their outputs concatenated), or None when they do
+    not fit together (other inputs or groups, padded rows, mixed biases).
+
+    The packed weights are concatenated as they are: the CPU packing lays rows out in blocks (of 64 rows
+    when the count allows), so this holds only for some shapes, and PyTorch does not promise the layout.
+    Hence the check: the fused layer must give exactly the parts' outputs on a random input, else None."""
+    first = layers[0]
+    if not all(isinstance(layer, Int4Linear) and layer.in_features == first.in_features
+               and layer.group_size == first.group_size and layer.out_features == layer.packed.shape[0]
+               and (layer.bias is None) == (first.bias is None) for layer in layers):
+        return None
+    fused = Int4Linear(first.in_features, sum(layer.out_features for layer in layers), group_size=first.group_size)
+    fused.packed = torch.cat([layer.packed for layer in layers])
+    fused.scales_and_zeros = torch.cat([layer.scales_and_zeros for layer in layers], dim=1)
+    if first.bias is not None:
+        fused.bias = nn.Parameter(torch.cat([layer.bias for layer in layers]), requires_grad=False)
+    probe = torch.randn(2, first.in_features, generator=torch.Generator().manual_seed(0))
+    if not torch.equal(fused(probe), torch.cat([layer(probe) for layer in layers], dim=-1)):
+        return None
+    return fused
+
+
+def fuse_projections(model: nn.Module) -> int:
+    """Fuse the q/k/v and gate/up projections of every block whose projections are `Int4Linear`s (one
+    kernel call instead of three, and two; ~5% of a small model's decode step). Returns how many fused."""
+    from .layers.attention import Attention
+    from .layers.transformer import MLP
+
+    count = 0
+    for module in model.modules():
+        if isinstance(module, Attention) and not module.cross and module.qkv is None:
+            fused = concat_int4([module.query, module.key, module.value])
+            if fused is not None:
+                module.fuse_qkv(fused)
+                count += 1
+        elif isinstance(module, MLP) and module.gated and module.gate_up is None:
+            fused = concat_int4([module.gate, module.up])
+            if fused is not None:
+                module.fuse_gate_up(fused)
+                count += 1
+    return count
 
 
 def int8_rows(weight: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
@@ -126,7 +172,8 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features).to(_ACT)
-        out = torch.ops.aten._weight_int8pack_mm(flat, self.weight, self.scales.to(_ACT))
+        scales = self.scales if self.scales.dtype == _ACT else self.scales.to(_ACT)
+        out = torch.ops.aten._weight_int8pack_mm(flat, self.weight, scales)
         if self.bias is not None:
             out = out.float() + self.bias
         return out.to(x.dtype).reshape(*x.shape[:-1], self.out_features)

@@ -42,6 +42,16 @@ class Attention(nn.Module):
         self.key = nn.Linear(kv_size, self.num_kv_heads * self.head_dim, bias=bias)
         self.value = nn.Linear(kv_size, self.num_kv_heads * self.head_dim, bias=bias)
         self.output = nn.Linear(num_heads * self.head_dim, hidden_size, bias=output_bias)
+        self.qkv: nn.Module | None = None  # see `fuse_qkv`
+
+    def fuse_qkv(self, qkv: nn.Module) -> None:
+        """Compute queries, keys and values with one module whose output is the three concatenated: one
+        matmul (and, decoding, one kernel launch) instead of three. `query`, `key` and `value` go away, and
+        with them the checkpoint mapping: for quantised models, which are not saved (`bombus.quantize`)."""
+        if self.cross:
+            raise ValueError("cross-attention reads keys and values from other states: only self-attention fuses")
+        self.qkv = qkv
+        del self.query, self.key, self.value
 
     def _heads(self, x: torch.Tensor, num_heads: int) -> torch.Tensor:
         batch, seq, _ = x.shape
@@ -65,7 +75,12 @@ class Attention(nn.Module):
         `causal`: use SDPA's built-in causal mask instead (no bias, no cache). With `cache`, new keys and
         values are written at `slots` of layer `layer` and attention covers the whole cache. Returns the
         output and, when `output_attentions` or `head_mask` is given, the attention weights."""
-        q = self._heads(self.query(x), self.num_heads)
+        if self.qkv is not None:  # fused self-attention projections
+            sizes = [self.num_heads * self.head_dim] + [self.num_kv_heads * self.head_dim] * 2
+            q, k, v = (self._heads(t, n) for t, n in zip(self.qkv(x).split(sizes, dim=-1),
+                                                         (self.num_heads, self.num_kv_heads, self.num_kv_heads)))
+        else:
+            q = self._heads(self.query(x), self.num_heads)
         if self.cross:
             stored = cache.cross[layer] if cache is not None else None
             if stored is None:
@@ -76,8 +91,9 @@ class Attention(nn.Module):
             else:
                 k, v = stored
         else:
-            k = self._heads(self.key(x), self.num_kv_heads)
-            v = self._heads(self.value(x), self.num_kv_heads)
+            if self.qkv is None:
+                k = self._heads(self.key(x), self.num_kv_heads)
+                v = self._heads(self.value(x), self.num_kv_heads)
             if rotary is not None:
                 q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
             if cache is not None:

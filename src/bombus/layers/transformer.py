@@ -60,8 +60,18 @@ class MLP(nn.Module):
         else:
             self.intermediate = nn.Linear(o.hidden_size, o.intermediate_size, bias=o.mlp_bias)
             self.output = nn.Linear(o.intermediate_size, o.hidden_size, bias=o.mlp_bias)
+        self.gate_up: nn.Module | None = None  # see `fuse_gate_up`
+
+    def fuse_gate_up(self, gate_up: nn.Module) -> None:
+        """Compute the gate and up projections with one module whose output is the two concatenated (one
+        matmul instead of two); like `Attention.fuse_qkv`, for quantised models, which are not saved."""
+        self.gate_up = gate_up
+        del self.gate, self.up
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gate_up is not None:
+            gate, up = self.gate_up(x).chunk(2, dim=-1)
+            return self.down(self.act(gate) * up)
         if self.gated:
             return self.down(self.act(self.gate(x)) * self.up(x))
         return self.output(self.act(self.intermediate(x)))
@@ -90,9 +100,13 @@ class Block(nn.Module):
     def _residual(self, x, sublayer, norm_layer, **kwargs):
         if self.pre_norm:
             out, weights = sublayer(norm_layer(x), **kwargs)
-            return x + F.dropout(out, self.dropout, self.training), weights
+            return x + self._dropout(out), weights
         out, weights = sublayer(x, **kwargs)
-        return norm_layer(x + F.dropout(out, self.dropout, self.training)), weights
+        return norm_layer(x + self._dropout(out)), weights
+
+    def _dropout(self, x):
+        # not even called in eval: at ~60 calls per decode step, a no-op call costs as much as an op
+        return F.dropout(x, self.dropout, self.training) if self.training and self.dropout else x
 
     def forward(self, x, *, bias=None, causal=False, cache=None, layer=0, slots=None, rotary=None,
                 head_mask=None, encoder_state=None, encoder_bias=None, cross_head_mask=None,

@@ -47,3 +47,18 @@ def assert_close(ours: torch.Tensor, ref: torch.Tensor, *, mask: torch.Tensor | 
         keep = mask.bool()
         ours, ref = ours[keep], ref[keep]
     torch.testing.assert_close(ours, ref, atol=atol, rtol=rtol, msg=lambda m: f"{what}: {m}")
+
+
+def padded_batch(config, batch_size=3, length=9, seed=0, padding="right"):
+    """Random ids `[batch, length]` and a mask: row 0 full, the others padded ("right" or "left") to a random
+    length, padding ids set to `config.pad_token_id`."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, config.vocab_size, (batch_size, length), generator=g)
+    mask = torch.ones(batch_size, length, dtype=torch.long)
+    for row in range(1, batch_size):
+        n = int(torch.randint(1, length - 1, (1,), generator=g))
+        if padding == "right":
+            mask[row, n:] = 0
+        else:
+            mask[row, : length - n] = 0
+    return ids.masked_fill(mask == 0, config.pad_token_id), mask

@@ -8,7 +8,7 @@ import torch
 import transformers
 
 import bombus
-from reference import assert_close, randomize, save
+from reference import padded_batch as batch, assert_close, randomize, save
 
 ARCHS = {
     "base": transformers.GPT2Model,
@@ -43,20 +43,6 @@ def reference(arch: str, config, seed: int = 0, attn: str = "eager"):
         warnings.simplefilter("ignore")
         model = ARCHS[arch](config)
     return randomize(model, seed)
-
-
-def batch(config, batch_size=3, length=9, seed=0, padding="right"):
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(3, config.vocab_size, (batch_size, length), generator=g)
-    mask = torch.ones(batch_size, length, dtype=torch.long)
-    for row in range(1, batch_size):
-        n = int(torch.randint(1, length - 1, (1,), generator=g))
-        if padding == "right":
-            mask[row, n:] = 0
-        else:
-            mask[row, : length - n] = 0
-    ids = ids.masked_fill(mask == 0, config.pad_token_id)
-    return ids, mask
 
 
 def compare(ours, ref, mask=None):

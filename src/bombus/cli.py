@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from .cli_tasks import _positive_int  # one definition of the argument type for every command
 from .errors import BombusError, TrainingError
 
 
@@ -42,16 +43,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # -- bombus train -------------------------------------------------------------------------------------------
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def _non_negative(text: str) -> float:

@@ -1,7 +1,9 @@
 """Checkpoint files <-> model parameters.
 
 Reads `model.safetensors` (lazily, one tensor at a time), `pytorch_model.bin` (only with
-`torch.load(weights_only=True)`: never an arbitrary pickle) and sharded `*.index.json` of either. A
+`torch.load(weights_only=True)`: never an arbitrary pickle), the TF and Flax weights of transformers'
+other frameworks (`tf_model.h5`, `flax_model.msgpack`; see `bombus.formats`) and sharded `*.index.json`
+of any of them. A
 family declares how its parameters are named in checkpoints as data — a table from our parameter (or
 module) names to `Key`s — and this module applies it in both directions, so loading and
 `save_pretrained` cannot disagree.
@@ -29,7 +31,10 @@ from .hub import resolve_file
 
 SAFETENSORS, SAFETENSORS_INDEX = "model.safetensors", "model.safetensors.index.json"
 PYTORCH, PYTORCH_INDEX = "pytorch_model.bin", "pytorch_model.bin.index.json"
-WEIGHT_FILES = (SAFETENSORS, SAFETENSORS_INDEX, PYTORCH, PYTORCH_INDEX)
+TF, TF_INDEX = "tf_model.h5", "tf_model.h5.index.json"
+FLAX, FLAX_INDEX = "flax_model.msgpack", "flax_model.msgpack.index.json"
+# In order of preference: a folder with PyTorch weights is read from those.
+WEIGHT_FILES = (SAFETENSORS, SAFETENSORS_INDEX, PYTORCH, PYTORCH_INDEX, TF, TF_INDEX, FLAX, FLAX_INDEX)
 
 # Buffers that references save but that hold no learned values (masks, position ranges, rotary tables).
 IGNORED_KEYS = re.compile(r"(^|\.)(attn\.bias|attn\.masked_bias|position_ids|rotary_emb\.inv_freq)$")
@@ -95,7 +100,8 @@ class KeyMap:
 
 
 def find_weight_files(source, *, revision=None, token=None) -> list[Path]:
-    """The weight files of `source` in load order, preferring safetensors over .bin."""
+    """The weight files of `source` in load order: the first of `WEIGHT_FILES` it has (safetensors, then
+    .bin, then TF .h5, then Flax .msgpack; each whole or sharded)."""
     for name in WEIGHT_FILES:
         path = resolve_file(source, name, revision=revision, token=token, required=False)
         if path is None:
@@ -192,8 +198,9 @@ class CheckpointReader:
                 self._where[_normalise(key)] = (path, key)
 
     def _keys(self, path: Path) -> list[str]:
-        if path.suffix == ".safetensors":
-            handle = SafetensorsFile(path)
+        readers = {".safetensors": SafetensorsFile, ".h5": _tf_file, ".msgpack": _flax_file}
+        if path.suffix in readers:
+            handle = readers[path.suffix](path)
             self._open[path] = handle
             return handle.keys()
         try:
@@ -222,8 +229,19 @@ class CheckpointReader:
 
     def get(self, key: str) -> torch.Tensor:
         path, original = self._where[key]
-        handle = self._open[path]
-        return handle.get(original) if isinstance(handle, SafetensorsFile) else handle[original]
+        return self._open[path].get(original)  # a file reader, or the dict of a .bin
+
+
+def _tf_file(path: Path):
+    from .formats.tf import TFWeightsFile
+
+    return TFWeightsFile(path)
+
+
+def _flax_file(path: Path):
+    from .formats.flax import FlaxWeightsFile
+
+    return FlaxWeightsFile(path)
 
 
 def _unsafe(path: Path, error: Exception) -> CheckpointError:

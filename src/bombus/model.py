@@ -93,7 +93,25 @@ class Model(nn.Module):
         if max_positions is not None and shape[-1] > max_positions:
             raise InputError(f"sequence length {shape[-1]} exceeds max_positions={max_positions} of this "
                              f"model; truncate the input (e.g. tokenizer length={max_positions})")
+        if input_ids is not None:
+            self.check_ids(input_ids, getattr(self.spec, "vocab_size", None), "input_ids", "vocab_size")
         return shape
+
+    @staticmethod
+    def check_ids(ids: torch.Tensor | None, limit: int | None, name: str, size_name: str) -> None:
+        """`InputError` naming the first id of the input `name` outside `[0, limit)` (`limit` being the
+        spec's embedding size `size_name`), instead of the embedding's bare IndexError. Checked on CPU only,
+        where reading the values costs no device sync (on CUDA a bad id trips a device-side assert)."""
+        if ids is None or not limit or ids.device.type != "cpu" or ids.numel() == 0 \
+                or torch.compiler.is_compiling():
+            return
+        low, high = torch.aminmax(ids)
+        if int(low) >= 0 and int(high) < limit:
+            return
+        position = ((ids < 0) | (ids >= limit)).nonzero()[0].tolist()
+        raise InputError(f"{name} holds id {int(ids[tuple(position)])} at position {position}, but the model's "
+                         f"{size_name} is {limit} (valid ids: 0 to {limit - 1}); check that the tokenizer belongs "
+                         f"to this model")
 
     def output_flags(self, x: dict[str, Any]) -> tuple[bool, bool]:
         """`(output_hidden_states, output_attentions)`: the forward keyword if given, else the spec's."""

@@ -284,6 +284,8 @@ class Bert(Model):
             if value is not None and not (name == "attention_mask" and x.get("cache") is not None) \
                     and tuple(value.shape) != shape:
                 raise InputError(f"{name} has shape {list(value.shape)}, but the input is {list(shape)}")
+        if self.embeddings.token_type is not None:
+            self.check_ids(x.get("token_type_ids"), self.spec.max_token_types, "token_type_ids", "max_token_types")
 
     def _apply_heads(self, out: Output, hidden: torch.Tensor, summary: torch.Tensor, shape, x: dict) -> None:
         """Head outputs and losses. `hidden` is `[rows, seq, hidden]`, `summary` one vector per row (the

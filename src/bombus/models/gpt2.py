@@ -149,6 +149,7 @@ class Gpt2(Model):
             start = cache.offset if cache is not None else 0
             positions = (start + torch.arange(length, device=self.device))[None].expand(
                 (ids if ids is not None else embeds).shape[0], length)
+        self.check_ids(types, s.vocab_size, "token_type_ids", "vocab_size")  # embedded as tokens
         hidden = self.embeddings(ids, embeds, positions,
                                  extra=None if types is None else self.embeddings.token(types))
         output_hidden_states, output_attentions = self.output_flags(x)

@@ -47,12 +47,16 @@ def test_every_family_has_a_base_and_a_head_fixture():
     assert all("base" in archs and len(archs) >= 2 for archs in families.values()), families
 
 
+def copy_files(source: Path, files: list[str], directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    for file in files:
+        shutil.copy(source / file, directory / file)
+    return directory
+
+
 def copy_fixture(name: str, weights: str, directory: Path) -> Path:
     """The fixture's config.json and one weights file, in a folder of their own."""
-    directory.mkdir(parents=True, exist_ok=True)
-    for file in ("config.json", weights):
-        shutil.copy(FIXTURES / name / file, directory / file)
-    return directory
+    return copy_files(FIXTURES / name, ["config.json", weights], directory)
 
 
 @functools.cache
@@ -88,6 +92,28 @@ def test_outputs_equal_the_pytorch_reference(tmp_path, name, fmt):
         ours = model(**inputs, output_hidden_states=True, output_attentions=True)
         theirs = ref(**inputs, output_hidden_states=True, output_attentions=True)
     assert compare(ours, theirs, mask=inputs["attention_mask"]) >= 3  # an output, hidden states, attentions
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_sharded_checkpoint(tmp_path, fmt):
+    """transformers' sharded TF/Flax layout: `<weights>.index.json` naming the shards, each a file of its own."""
+    source, folder = FIXTURES / "bert-base-sharded", tmp_path / "sharded"
+    stem = Path(FORMATS[fmt]).stem
+    files = ["config.json", *(f.name for f in source.glob(f"{stem}*"))]
+    assert len(files) >= 4, files  # config, index and at least two shards
+    copy_files(source, files, folder)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model = bombus.load_model(folder)
+    ref = reference("bert-base")
+    inputs = inputs_for("bert-base", ref.config)
+    with torch.no_grad():
+        compare(model(**inputs, output_hidden_states=True), ref(**inputs, output_hidden_states=True),
+                mask=inputs["attention_mask"])
+    shard = sorted(folder.glob(f"{stem}-*"))[-1]
+    shard.unlink()
+    with pytest.raises(SourceError, match=shard.name):
+        bombus.load_model(folder)
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

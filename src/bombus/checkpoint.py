@@ -227,6 +227,9 @@ class CheckpointReader:
     def keys(self) -> list[str]:
         return list(self._where)
 
+    def file_of(self, key: str) -> Path:
+        return self._where[key][0]
+
     def get(self, key: str) -> torch.Tensor:
         path, original = self._where[key]
         return self._open[path].get(original)  # a file reader, or the dict of a .bin
@@ -310,8 +313,8 @@ def load_state(model: nn.Module, files: list[Path], keymap: KeyMap, *, dtype: to
         used.update(keymap.candidates(key))  # its `also` twins in the file are the same tensor
         if tuple(tensor.shape) != tuple(current.shape):
             raise CheckpointError(
-                f"checkpoint key {candidate!r} has shape {tuple(tensor.shape)}, but the model's {name!r} "
-                f"expects {tuple(current.shape)}: the config.json does not match the weights")
+                f"checkpoint key {candidate!r} in {reader.file_of(candidate)} has shape {tuple(tensor.shape)}, but "
+                f"the model's {name!r} expects {tuple(current.shape)}: the config.json does not match the weights")
         target_dtype = dtype if tensor.is_floating_point() else tensor.dtype
         _set_tensor(model, name, tensor.to(device=device, dtype=target_dtype).contiguous())
     if len(missing) == len([n for n in names if n not in tied]):
@@ -321,12 +324,14 @@ def load_state(model: nn.Module, files: list[Path], keymap: KeyMap, *, dtype: to
     for name in missing:
         module_name, _, leaf = name.rpartition(".")
         init(model.get_submodule(module_name), leaf)
+    where = str(files[0]) if len(files) == 1 else f"{len(files)} shards in {files[0].parent}"
     if missing:
-        warnings.warn(f"newly initialised (not in the checkpoint; train them before use): {', '.join(missing)}",
-                      stacklevel=3)
+        warnings.warn(f"newly initialised (not in the checkpoint; train them before use): {', '.join(missing)} "
+                      f"(checkpoint: {where})", stacklevel=3)
     unused = [k for k in reader.keys() if k not in used and not IGNORED_KEYS.search(k)]
     if unused:
-        warnings.warn(f"checkpoint weights not used by this architecture: {', '.join(unused)}", stacklevel=3)
+        warnings.warn(f"checkpoint weights not used by this architecture: {', '.join(unused)} (in {where})",
+                      stacklevel=3)
 
 
 # -- saving ---------------------------------------------------------------------------------------------

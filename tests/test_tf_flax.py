@@ -186,6 +186,23 @@ def test_tf_weight_listed_but_absent_names_it(tmp_path):
         bombus.load_model(folder)
 
 
+def test_tf_attributes_split_in_chunks(tmp_path):
+    """Keras splits a name list too long for one HDF5 attribute into `<name>0`, `<name>1`, ..."""
+    folder = copy_fixture("bert-for_pre_training", "tf_model.h5", tmp_path / "m")
+    with h5py.File(folder / "tf_model.h5", "r+") as f:
+        for node, name in ((f, "layer_names"), (f["bert"], "weight_names")):
+            values = list(node.attrs[name])
+            del node.attrs[name]
+            node.attrs[f"{name}0"], node.attrs[f"{name}1"] = values[:2], values[2:]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model = bombus.load_model(folder)
+    ref = reference("bert-for_pre_training")
+    inputs = inputs_for("bert-for_pre_training", ref.config)
+    with torch.no_grad():
+        compare(model(**inputs), ref(**inputs), mask=inputs["attention_mask"])
+
+
 def test_tf_file_without_keras_layers(tmp_path):
     folder = copy_fixture("bert-base", "tf_model.h5", tmp_path / "m")
     with h5py.File(folder / "tf_model.h5", "w") as f:

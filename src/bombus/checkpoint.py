@@ -1,11 +1,10 @@
 """Checkpoint files <-> model parameters.
 
 Reads `model.safetensors` (lazily, one tensor at a time), `pytorch_model.bin` (only with
-`torch.load(weights_only=True)`: never an arbitrary pickle), the TF and Flax weights of transformers'
-other frameworks (`tf_model.h5`, `flax_model.msgpack`; see `bombus.formats`) and sharded `*.index.json`
-of any of them. A
-family declares how its parameters are named in checkpoints as data — a table from our parameter (or
-module) names to `Key`s — and this module applies it in both directions, so loading and
+`torch.load(weights_only=True)`: never an arbitrary pickle), the weights of transformers' TF and Flax
+classes (`tf_model.h5`, `flax_model.msgpack`; see `bombus.formats`) and sharded `*.index.json` of any of
+them. A family declares how its parameters are named in checkpoints as data — a table from our parameter
+(or module) names to `Key`s — and this module applies it in both directions, so loading and
 `save_pretrained` cannot disagree.
 """
 
@@ -27,6 +26,8 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError, SourceError
+from .formats.flax import FlaxWeightsFile
+from .formats.tf import TFWeightsFile
 from .hub import resolve_file
 
 SAFETENSORS, SAFETENSORS_INDEX = "model.safetensors", "model.safetensors.index.json"
@@ -198,7 +199,7 @@ class CheckpointReader:
                 self._where[_normalise(key)] = (path, key)
 
     def _keys(self, path: Path) -> list[str]:
-        readers = {".safetensors": SafetensorsFile, ".h5": _tf_file, ".msgpack": _flax_file}
+        readers = {".safetensors": SafetensorsFile, ".h5": TFWeightsFile, ".msgpack": FlaxWeightsFile}
         if path.suffix in readers:
             handle = readers[path.suffix](path)
             self._open[path] = handle
@@ -233,18 +234,6 @@ class CheckpointReader:
     def get(self, key: str) -> torch.Tensor:
         path, original = self._where[key]
         return self._open[path].get(original)  # a file reader, or the dict of a .bin
-
-
-def _tf_file(path: Path):
-    from .formats.tf import TFWeightsFile
-
-    return TFWeightsFile(path)
-
-
-def _flax_file(path: Path):
-    from .formats.flax import FlaxWeightsFile
-
-    return FlaxWeightsFile(path)
 
 
 def _unsafe(path: Path, error: Exception) -> CheckpointError:

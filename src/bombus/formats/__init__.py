@@ -5,7 +5,11 @@ unchanged. The renaming is the one transformers' own pt<->tf/flax converters do.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
+
+from ..errors import CheckpointError
 
 # Leaf names of Keras / Flax parameters -> PyTorch's. Keras: Dense `kernel`, Embedding `embeddings`,
 # LayerNorm `gamma`/`beta`; Flax: Dense `kernel`, Embed `embedding`, LayerNorm `scale`.
@@ -27,7 +31,6 @@ def to_torch_layout(leaf: str, tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def missing_extra(path, package: str, extra: str):
-    from ..errors import CheckpointError
-
-    return CheckpointError(f"{path} needs the {package!r} package to be read: pip install 'bombus[{extra}]'")
+def missing_extra(path: Path, package: str, extra: str) -> CheckpointError:
+    return CheckpointError(f"{path} needs the {package!r} package to be read (not TensorFlow or JAX): "
+                           f"pip install 'bombus[{extra}]'")

@@ -8,6 +8,8 @@ Each array is a msgpack extension value (type 1; type 3 for a NumPy scalar) whos
 unpickled: msgpack only decodes plain values.
 
 Paths become PyTorch names joined by `.`, leaves renamed and kernels transposed (see `bombus.formats`).
+msgpack has no index of where each array lies, so the file is decoded whole up front (each array kept as
+its raw bytes until asked for): loading peaks near twice the weights, against one copy for safetensors.
 """
 
 from __future__ import annotations

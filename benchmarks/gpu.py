@@ -15,6 +15,7 @@ builds the model (its own initialisation, on the GPU), saves it, and bombus load
 
 Usage: python benchmarks/gpu.py [--sections decode encoder train infer] [--reps 3] [--batches 1 2 4]
                                 [--train-seqs 128 256 512 1024] [--infer-seqs 128 256 512 768] [--new-large 32]
+       python benchmarks/gpu.py --smoke   # every code path on the CPU with tiny shapes (no figures worth reading)
 """
 
 from __future__ import annotations
@@ -34,18 +35,34 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 import bombus  # noqa: E402
 
+DEVICE = "cuda"  # "cpu" with --smoke
+SHAPES = {  # transformers config options of each benchmarked model; --smoke shrinks them
+    "gpt2-small": {},
+    "roberta-base": dict(vocab_size=50265, max_position_embeddings=514, type_vocab_size=1, pad_token_id=1),
+    "gpt2-large": dict(n_embd=1280, n_layer=36, n_head=20),
+}
+TINY = dict(n_embd=64, n_layer=2, n_head=4, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+            intermediate_size=128)
+
+
+def sync() -> None:
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+
 
 def timed(fn) -> float:
-    torch.cuda.synchronize()
+    sync()
     start = time.perf_counter()
     fn()
-    torch.cuda.synchronize()
+    sync()
     return time.perf_counter() - start
 
 
 def peak_of(fn) -> tuple[float, float]:
-    """(seconds, peak MB allocated during the call)."""
+    """(seconds, peak MB allocated during the call; 0 off CUDA)."""
     gc.collect()
+    if DEVICE != "cuda":
+        return timed(fn), 0.0
     torch.cuda.reset_peak_memory_stats()
     seconds = timed(fn)
     return seconds, torch.cuda.max_memory_allocated() / 2**20
@@ -76,7 +93,7 @@ def save_reference(model, folder: Path) -> Path:
 def hf_model(cls, folder, dtype, attention):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return cls.from_pretrained(folder, dtype=dtype, attn_implementation=attention).cuda().eval()
+        return cls.from_pretrained(folder, dtype=dtype, attn_implementation=attention).to(DEVICE).eval()
 
 
 def table(title: str, header: list[str], rows: list[list]) -> str:
@@ -93,17 +110,17 @@ def table(title: str, header: list[str], rows: list[list]) -> str:
 def decode_section(args, tmp: Path) -> str:
     import transformers
 
-    config = transformers.GPT2Config()  # GPT-2 small
-    with torch.device("cuda"):
+    config = transformers.GPT2Config(**SHAPES["gpt2-small"])
+    with torch.device(DEVICE):
         ref = transformers.GPT2LMHeadModel(config)
     folder = save_reference(ref.to(torch.bfloat16), tmp / "gpt2-small")
     del ref
     theirs = hf_model(transformers.GPT2LMHeadModel, folder, torch.bfloat16, "sdpa")
-    ours = bombus.load_model(folder, device="cuda", dtype=torch.bfloat16)
-    prompt, new = 32, 128
+    ours = bombus.load_model(folder, device=DEVICE, dtype=torch.bfloat16)
+    prompt, new = 32, 128 if DEVICE == "cuda" else 8
     rows = []
     for batch in args.decode_batches:
-        ids = torch.randint(0, config.vocab_size, (batch, prompt), device="cuda")
+        ids = torch.randint(0, config.vocab_size, (batch, prompt), device=DEVICE)
         mask = torch.ones_like(ids)
         outs = {}
 
@@ -128,7 +145,7 @@ def decode_section(args, tmp: Path) -> str:
         rows.append([batch, f"{t:,.0f}", f"{s:,.0f}", f"{g:,.0f}", f"{g / t:.1f}x", "yes" if same else "NO",
                      f"{agree:.0%}"])
     del theirs, ours
-    return table("GPT-2 small bf16 greedy decoding, prompt 32 + 128 new (tokens/s)",
+    return table(f"GPT-2 small bf16 greedy decoding, prompt 32 + {new} new (tokens/s)",
                  ["batch", "transformers SDPA", "bombus step by step", "bombus CUDA graph", "graph vs transformers",
                   "graph = steps", "same tokens as transformers"], rows)
 
@@ -136,16 +153,15 @@ def decode_section(args, tmp: Path) -> str:
 def encoder_section(args, tmp: Path) -> str:
     import transformers
 
-    config = transformers.RobertaConfig(vocab_size=50265, max_position_embeddings=514, type_vocab_size=1,
-                                        pad_token_id=1)  # roberta-base's shape
-    with torch.device("cuda"):
+    config = transformers.RobertaConfig(**SHAPES["roberta-base"])
+    with torch.device(DEVICE):
         ref = transformers.RobertaModel(config, add_pooling_layer=False)
     folder = save_reference(ref.to(torch.bfloat16), tmp / "roberta-base")
     del ref
     theirs = hf_model(transformers.RobertaModel, folder, torch.bfloat16, "sdpa")
-    ours = bombus.load_model(folder, device="cuda", dtype=torch.bfloat16)
+    ours = bombus.load_model(folder, device=DEVICE, dtype=torch.bfloat16)
     batch, seq = 64, 128
-    ids = torch.randint(3, config.vocab_size, (batch, seq), device="cuda")
+    ids = torch.randint(3, config.vocab_size, (batch, seq), device=DEVICE)
     mask = torch.ones_like(ids)
     mask[1::2, seq // 2:] = 0  # half the rows padded: the usual encoder batch
     outs = {}
@@ -178,8 +194,8 @@ def large_pair(tmp: Path):
 
     folder = tmp / "gpt2-large"
     if not folder.exists():
-        config = transformers.GPT2Config(n_embd=1280, n_layer=36, n_head=20)  # gpt2-large
-        with torch.device("cuda"):
+        config = transformers.GPT2Config(**SHAPES["gpt2-large"])
+        with torch.device(DEVICE):
             ref = transformers.GPT2LMHeadModel(config)
         save_reference(ref.to(torch.float16), folder)
         del ref
@@ -195,11 +211,11 @@ def train_section(args, tmp: Path) -> str:
         "transformers eager": hf_model(transformers.GPT2LMHeadModel, folder, torch.float16, "eager"),
         "transformers SDPA": hf_model(transformers.GPT2LMHeadModel, folder, torch.float16, "sdpa"),
     }
-    ours = bombus.load_model(folder, device="cuda", dtype=torch.float16)
+    ours = bombus.load_model(folder, device=DEVICE, dtype=torch.float16)
     rows = []
     for batch in args.batches:
         for seq in args.train_seqs:
-            ids = torch.randint(0, 50257, (batch, seq), device="cuda")
+            ids = torch.randint(0, 50257, (batch, seq), device=DEVICE)
 
             def step(model, attention=None):
                 def go():
@@ -240,12 +256,12 @@ def infer_section(args, tmp: Path) -> str:
         "transformers eager": hf_model(transformers.GPT2LMHeadModel, folder, torch.float16, "eager"),
         "transformers SDPA": hf_model(transformers.GPT2LMHeadModel, folder, torch.float16, "sdpa"),
     }
-    ours = bombus.load_model(folder, device="cuda", dtype=torch.float16)
+    ours = bombus.load_model(folder, device=DEVICE, dtype=torch.float16)
     new = args.new_large
     rows = []
     for batch in args.batches:
         for seq in args.infer_seqs:
-            ids = torch.randint(0, 50257, (batch, seq), device="cuda")
+            ids = torch.randint(0, 50257, (batch, seq), device=DEVICE)
             mask = torch.ones_like(ids)
 
             def hf(model):
@@ -288,13 +304,22 @@ def main() -> None:
     parser.add_argument("--infer-seqs", type=int, nargs="+", default=[128, 256, 512, 768])
     parser.add_argument("--new-large", type=int, default=32)
     parser.add_argument("--out", help="also write the tables to this file")
+    parser.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU: checks the script, not speed")
     args = parser.parse_args()
-    if not torch.cuda.is_available():
-        sys.exit("benchmarks/gpu.py needs a CUDA GPU")
+    global DEVICE
+    if args.smoke:
+        DEVICE = "cpu"
+        for shape in SHAPES.values():
+            shape.update(TINY)
+        args.reps, args.decode_batches, args.batches, args.new_large = 1, [1, 3], [1], 4
+        args.train_seqs, args.infer_seqs = [16], [16]
+    elif not torch.cuda.is_available():
+        sys.exit("benchmarks/gpu.py needs a CUDA GPU (or --smoke to check the script on the CPU)")
     import transformers
 
     torch.manual_seed(0)
-    head = (f"GPU: {torch.cuda.get_device_name()}; torch {torch.__version__}; transformers {transformers.__version__}; "
+    where = torch.cuda.get_device_name() if DEVICE == "cuda" else "CPU (smoke run)"
+    head = (f"GPU: {where}; torch {torch.__version__}; transformers {transformers.__version__}; "
             f"medians of {args.reps} interleaved repetitions after a warm-up")
     print(head, flush=True)
     texts = [head]

@@ -135,3 +135,24 @@ def test_graph_loop_problems_are_named(tiny):
     assert graphs.problem(run()) is None
     assert "beam" in graphs.problem(run(num_beams=2))
     assert "padding token" in graphs.problem(run(pad_token_id=tiny.vocab_size))
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_the_captured_step_reads_no_tensor_on_the_host(family):
+    """A CUDA graph cannot hold a host read (`.item()`, `bool(t)`, a value-dependent Python branch). On the meta
+    device every such read raises, so a step that runs there is capturable as far as the host is concerned."""
+    import bombus
+    from bombus.models.gpt2 import Gpt2Spec
+    from bombus.models.llama import LlamaSpec
+
+    common = dict(vocab_size=64, hidden_size=32, num_blocks=2, num_attention_heads=4, max_positions=128,
+                  architecture="for_causal_language_modeling")
+    spec = (bombus.configure(Gpt2Spec(), **common) if family == "gpt2" else
+            bombus.configure(LlamaSpec(), num_key_value_heads=2, intermediate_size=48, **common))
+    with torch.device("meta"):
+        model = bombus.models.family(spec.model_type)(spec).eval()
+    step = graphs.CapturedStep(model, 4, 64, capture=False)
+    step.start(torch.tensor([1], device="meta"), 0)
+    assert step.replay().shape == (4, 64) and step.tokens.shape == (4, 1)
+    with pytest.raises(RuntimeError, match="meta"):
+        bool(step.unfinished.any())  # (the meta device does refuse host reads)

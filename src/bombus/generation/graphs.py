@@ -72,7 +72,9 @@ class CapturedStep:
         self.unfinished = torch.ones(batch, dtype=torch.bool, device=device)
         self.is_eos = torch.zeros(model.spec.vocab_size, dtype=torch.bool, device=device)
         self.pad = torch.zeros((), dtype=torch.long, device=device)
-        self.logits: torch.Tensor | None = None
+        # Outside the graphs' pool, like every buffer read after a replay: the pool then only holds each
+        # replay's intermediates, dead once it ends, so captures can share it in any replay order.
+        self.logits = torch.zeros(batch, model.spec.vocab_size, dtype=torch.float32, device=device)
         self.graph: torch.cuda.CUDAGraph | None = None
         self.busy = False  # one sequence at a time: see `GraphRunner.acquire`
         if capture:
@@ -88,17 +90,17 @@ class CapturedStep:
             # thread_local: other threads may keep launching work on the device while this one captures
             with torch.no_grad(), torch.cuda.device(device), \
                     torch.cuda.graph(self.graph, pool=pool, capture_error_mode="thread_local"):
-                self.logits = self._step(model)
+                self._step(model)
         self.cache.reset()
 
     def _step(self, model: torch.nn.Module) -> torch.Tensor:
         out = model(input_ids=self.tokens, position_ids=self.positions, cache=self.cache, logits_to_keep=1)
-        logits = out.logits[:, -1].float()
+        logits = out.logits[:, -1]
+        self.logits.copy_(logits)
         chosen = torch.where(self.unfinished, logits.argmax(dim=-1), self.pad)
         self.unfinished &= ~self.is_eos[chosen]
         self.tokens.copy_(chosen[:, None])
         self.positions.add_(1)
-        return logits
 
     def replay(self) -> torch.Tensor:
         """Run the step; returns `logits` (a static buffer: read it before the next replay)."""
@@ -106,7 +108,7 @@ class CapturedStep:
             self.graph.replay()
         else:
             with torch.no_grad():
-                self.logits = self._step(self._model())
+                self._step(self._model())
         return self.logits
 
     def start(self, eos: torch.Tensor | None, pad: int) -> None:

@@ -43,6 +43,23 @@ def test_eager_and_sdpa_give_the_same_outputs(folders, family):
     assert eager.set_attention("sdpa") is eager and eager.attention == "sdpa"
 
 
+def test_eager_float16_with_left_padding_stays_finite(tmp_path):
+    """Scores plus float16's minimum overflow to -inf; a padding query sees only masked keys, and its nan would
+    reach every row through the values. The eager path keeps masked scores finite, as SDPA does."""
+    import transformers
+
+    config = transformers.GPT2Config(n_embd=32, n_layer=2, n_head=4, vocab_size=64, n_positions=32, pad_token_id=0)
+    folder = save(randomize(transformers.GPT2LMHeadModel(config), std=1.0), tmp_path)  # large scores
+    ids, mask = padded_batch(config, batch_size=3, length=10, padding="left")
+    outputs = {}
+    for kind in ("eager", "sdpa"):
+        model = bombus.load_model(folder, dtype=torch.float16, attention=kind)
+        with torch.no_grad():
+            outputs[kind] = model(input_ids=ids, attention_mask=mask).logits
+        assert torch.isfinite(outputs[kind]).all(), kind
+    assert_close(outputs["eager"], outputs["sdpa"], mask=mask, atol=0.1, rtol=0.02, what="float16 eager vs sdpa")
+
+
 def test_unknown_attention_and_flash_on_the_cpu_raise(folders):
     folder, _ = folders["gpt2"]
     with pytest.raises(ConfigError, match="'flash_attention_2' is not one of 'sdpa', 'eager', 'flash'"):

@@ -153,6 +153,8 @@ class Attention(nn.Module):
                     torch.finfo(scores.dtype).min)
             if bias is not None:
                 scores = scores + bias
+                if scores.dtype == torch.float16:  # score + the mask's minimum can overflow to -inf; a row with
+                    scores = scores.clamp_min(torch.finfo(torch.float16).min)  # every key masked would be nan
             weights = F.dropout(scores.softmax(-1), dropout, self.training)
             if head_mask is not None:
                 weights = weights * head_mask.to(weights.dtype)[None, :, None, None]

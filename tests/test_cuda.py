@@ -124,14 +124,45 @@ def test_fp16_training_on_the_gpu():
     assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]
 
 
-def test_a_serving_on_the_gpu(tmp_path):
-    from training_fixtures import bert_tokenizer, tiny_bert
+def _close(a, b, path="result"):
+    """JSON-like results equal, floats within 1e-3."""
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for k in a:
+            _close(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            _close(x, y, f"{path}[{i}]")
+    elif isinstance(a, torch.Tensor):
+        assert b.device.type == "cuda", f"{path} left on {b.device}"  # results stay where the model is
+        torch.testing.assert_close(b.cpu(), a, atol=1e-3, rtol=1e-3)
+    elif isinstance(a, float):
+        assert a == pytest.approx(b, abs=1e-3), path
+    else:
+        assert a == b, path
 
-    tok = bert_tokenizer(tmp_path / "tok")
-    model = tiny_bert("for_sequence_classification", len(tok), num_labels=3)
+
+def test_servings_on_the_gpu_give_what_they_give_on_the_cpu(tmp_path):
+    from training_fixtures import bert_tokenizer, gpt2_tokenizer, tiny_bert, tiny_gpt2
+
+    bert_tok, gpt2_tok = bert_tokenizer(tmp_path / "bert"), gpt2_tokenizer(tmp_path / "gpt2")
     texts = ["red cat sits", "the big dog runs near one bird", "two"]
-    on_cpu = bombus.text.text_classification(model, tok)(texts)
-    on_gpu = bombus.text.text_classification(model.cuda(), tok)(texts)
-    for a, b in zip(on_cpu, on_gpu):
-        assert [p["label"] for p in a["predictions"]] == [p["label"] for p in b["predictions"]]
-        assert [p["score"] for p in a["predictions"]] == pytest.approx([p["score"] for p in b["predictions"]], abs=1e-4)
+    cases = [
+        (tiny_bert("for_sequence_classification", len(bert_tok), num_labels=3), bert_tok,
+         bombus.text.text_classification, {}, texts),
+        (tiny_bert("for_token_classification", len(bert_tok), num_labels=3), bert_tok,
+         bombus.text.token_classification, {"aggregation": "simple", "ignored_labels": ()}, texts),
+        (tiny_bert("for_masked_language_modeling", len(bert_tok)), bert_tok, bombus.text.fill_mask, {},
+         ["the [MASK] cat", "a big [MASK]"]),
+        (tiny_bert("for_question_answering", len(bert_tok)), bert_tok, bombus.text.question_answering, {},
+         [{"question": "which animal", "context": "the red cat sits near a dog"}]),
+        (tiny_bert("base", len(bert_tok)), bert_tok, bombus.text.text_embedding, {"pooling": "mean"}, texts),
+        (tiny_gpt2("base", len(gpt2_tok)), gpt2_tok, bombus.text.text_embedding, {"pooling": "last_token"}, texts),
+        (tiny_gpt2("for_causal_language_modeling", len(gpt2_tok)), gpt2_tok, bombus.text.generation,
+         {"max_new_tokens": 6}, texts),
+    ]
+    for model, tok, serving, options, inputs in cases:
+        on_cpu = serving(model, tok, **options)(inputs)
+        on_gpu = serving(model.cuda(), tok, **options)(inputs)
+        _close(on_cpu, on_gpu, serving.__name__)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 
 import torch
 
@@ -111,13 +111,16 @@ class CapturedStep:
                 self._step(self._model())
         return self.logits
 
-    def start(self, eos: torch.Tensor | None, pad: int) -> None:
-        """Prepare for a new sequence: an empty cache, all rows unfinished, these EOS ids and padding."""
+    def start(self, eos: Sequence[int], pad: int) -> None:
+        """Prepare for a new sequence: an empty cache, all rows unfinished, these EOS ids and padding (ids
+        outside the vocabulary can never be generated: they are left out)."""
         self.cache.reset()
         self.unfinished.fill_(True)
         self.is_eos.zero_()
-        if eos is not None:
-            self.is_eos[eos] = True
+        vocab = self.is_eos.shape[0]
+        inside = [i for i in eos if 0 <= i < vocab]
+        if inside:
+            self.is_eos[torch.tensor(inside, device=self.is_eos.device)] = True
         self.pad.fill_(pad)
 
 
@@ -224,7 +227,7 @@ def _decode(run, step: CapturedStep, check_every: int) -> Generator[torch.Tensor
     cfg, ids = run.cfg, run.input_ids
     rows, prompt_length = ids.shape
     pad = cfg.pad_token_id if cfg.pad_token_id is not None else 0
-    step.start(run.eos, pad)
+    step.start(cfg.eos_token_ids, pad)
     extra = step.batch - rows  # rows that fill the bucket: copies of row 0, discarded
     fill = (lambda t: t) if not extra else (lambda t: torch.cat([t, t[:1].expand(extra, *t.shape[1:])]))
 

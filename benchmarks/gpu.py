@@ -9,12 +9,13 @@ Sections (`--sections`, default all):
            measured it), seconds per batch and peak MB, eager and SDPA attention, batch x sequence grid.
   infer    the seed's inference table: gpt2-large fp16 greedy generation of `--new-large` tokens after a prompt of
            the given length, milliseconds per new token and peak MB: eager, SDPA, and bombus over its CUDA graph.
-Repetitions are interleaved across engines (so that noise hits all alike); cells are medians. Peak MB is
-torch.cuda.max_memory_allocated during the call (weights included, as in the seed's table). Weights: transformers
+Repetitions are interleaved across engines (so that noise hits all alike); cells are medians. Peak MB is what
+one engine alone would reach: its weights (as in the seed's table) plus the most allocated during the call above
+what was allocated before it (other engines stay loaded); for bombus' graph, plus its captured steps' caches. Weights: transformers
 builds the model (its own initialisation, on the GPU), saves it, and bombus loads that folder.
 
 Usage: python benchmarks/gpu.py [--sections decode encoder train infer] [--reps 3] [--batches 1 2 4]
-                                [--train-seqs 128 256 512 1024] [--infer-seqs 128 256 512 768] [--new-large 32]
+                                [--train-seqs 128 256 512 1024] [--infer-seqs 128 256 512 768] [--new-large 64]
        python benchmarks/gpu.py --smoke   # every code path on the CPU with tiny shapes (no figures worth reading)
 """
 
@@ -58,14 +59,34 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def peak_of(fn) -> tuple[float, float]:
-    """(seconds, peak MB allocated during the call; 0 off CUDA)."""
+def peak_of(fn, model=None, graphs_too: bool = False) -> tuple[float, float]:
+    """(seconds, peak MB of the call as one engine alone would see it; 0 off CUDA): the most allocated during
+    the call above what was allocated before (other engines' weights, retained graph caches), plus `model`'s
+    weights and, with `graphs_too`, the static caches and buffers of its captured decode steps."""
     gc.collect()
     if DEVICE != "cuda":
         return timed(fn), 0.0
+    before = torch.cuda.memory_allocated()
     torch.cuda.reset_peak_memory_stats()
     seconds = timed(fn)
-    return seconds, torch.cuda.max_memory_allocated() / 2**20
+    own = 0 if model is None else sum(t.numel() * t.element_size() for t in model.parameters())
+    if graphs_too:
+        own += graph_bytes(model)
+    return seconds, (torch.cuda.max_memory_allocated() - before + own) / 2**20
+
+
+def graph_bytes(model) -> int:
+    """Bytes held by the model's captured decode steps (caches and static buffers)."""
+    from bombus.generation import graphs
+
+    owner = graphs._RUNNERS.get(model)
+    total = 0
+    for steps in (owner.steps.values() if owner is not None else ()):
+        for step in steps:
+            tensors = step.cache.keys + step.cache.values + [step.cache.mask, step.tokens, step.positions,
+                                                             step.unfinished, step.is_eos, step.logits]
+            total += sum(t.numel() * t.element_size() for t in tensors)
+    return total
 
 
 def interleaved(engines: dict, reps: int) -> dict[str, list]:
@@ -171,7 +192,7 @@ def encoder_section(args, tmp: Path) -> str:
             def work():
                 out = model(input_ids=ids, attention_mask=mask)
                 outs[name] = out["hidden_state"] if name == "bombus" else out.last_hidden_state
-            seconds, peak = peak_of(work)
+            seconds, peak = peak_of(work, model)
             return batch / seconds, peak
         return go
 
@@ -226,7 +247,7 @@ def train_section(args, tmp: Path) -> str:
                     def work():
                         model(input_ids=ids, labels=ids).loss.backward()
                     try:
-                        result = peak_of(work)
+                        result = peak_of(work, model)
                     except torch.OutOfMemoryError:
                         result = (float("nan"), float("nan"))
                     model.zero_grad(set_to_none=True)
@@ -251,6 +272,8 @@ def train_section(args, tmp: Path) -> str:
 def infer_section(args, tmp: Path) -> str:
     import transformers
 
+    from bombus.generation import graphs
+
     folder = large_pair(tmp)
     theirs = {
         "transformers eager": hf_model(transformers.GPT2LMHeadModel, folder, torch.float16, "eager"),
@@ -268,7 +291,7 @@ def infer_section(args, tmp: Path) -> str:
                 def go():
                     seconds, peak = peak_of(lambda: model.generate(
                         ids, attention_mask=mask, max_new_tokens=new, min_new_tokens=new, do_sample=False,
-                        pad_token_id=0))
+                        pad_token_id=0), model)
                     return 1000 * seconds / new, peak
                 return go
 
@@ -277,10 +300,11 @@ def infer_section(args, tmp: Path) -> str:
                     ours.set_attention(attention)
                     seconds, peak = peak_of(lambda: ours.generate(
                         ids, attention_mask=mask, max_new_tokens=new, eos_token_id=None, pad_token_id=0,
-                        cuda_graph=graph))
+                        cuda_graph=graph), ours, graphs_too=graph)
                     return 1000 * seconds / new, peak
                 return go
 
+            graphs.release(ours)  # each grid cell holds the captured step (and cache) of its own buckets only
             with torch.no_grad():
                 res = interleaved({**{k: hf(m) for k, m in theirs.items()},
                                    "bombus eager": ours_with("eager", False), "bombus SDPA": ours_with("sdpa", False),
@@ -302,7 +326,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--train-seqs", type=int, nargs="+", default=[128, 256, 512, 1024])
     parser.add_argument("--infer-seqs", type=int, nargs="+", default=[128, 256, 512, 768])
-    parser.add_argument("--new-large", type=int, default=32)
+    parser.add_argument("--new-large", type=int, default=64)
     parser.add_argument("--out", help="also write the tables to this file")
     parser.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU: checks the script, not speed")
     args = parser.parse_args()

@@ -212,11 +212,8 @@ def greedy_or_sample(run, *, capture: bool | None = None, check_every: int = CHE
                      ) -> Generator[torch.Tensor, None, torch.Tensor]:
     """Greedy decoding or sampling over a captured step (see the module doc): yields each step's tokens,
     returns `[rows, prompt + new]`, identical to the step-by-step loop. `capture=False` replays eagerly."""
-    cfg, ids = run.cfg, run.input_ids
-    rows, prompt_length = ids.shape
-    pad = cfg.pad_token_id if cfg.pad_token_id is not None else 0
     owner = runner(run.model, capture)
-    step = owner.acquire(rows, cfg.max_length - 1)  # the last token is never fed back
+    step = owner.acquire(run.input_ids.shape[0], run.cfg.max_length - 1)  # the last token is never fed back
     try:
         return (yield from _decode(run, step, check_every))
     finally:

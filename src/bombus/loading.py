@@ -11,6 +11,7 @@ from .checkpoint import find_weight_files, load_state
 from .errors import ConfigError, SourceError
 from .gguf import gguf_path
 from .hub import resolve_file
+from .layers.attention import check_implementation
 from .model import Model
 from .models import architecture_of, family
 from .spec import Spec, configure, read_config
@@ -76,6 +77,7 @@ def load_model(source: str | os.PathLike, *, architecture: str | None = None, dt
     `quantize` (GGUF only): "keep" (default on CPU) keeps Q4_0/Q4_1 weights in 4 bits and Q8_0 ones in
     8 bits (see `bombus.gguf`), "dequantize" makes every weight a `dtype` float.
     """
+    check_implementation(attention, torch.device(device or "cpu"), dtype or torch.float32)  # before any reading
     gguf = gguf_path(source, gguf_file, revision=revision, token=token)
     if gguf is not None:
         from . import gguf as gguf_format

@@ -14,7 +14,7 @@ from torch import nn
 
 from .checkpoint import SAFETENSORS, KeyMap, hf_state, save_state, write_atomic
 from .errors import CheckpointError, ConfigError, InputError
-from .layers.attention import IMPLEMENTATIONS, Attention, flash_problem
+from .layers.attention import Attention, check_implementation
 from .layers.cache import Cache
 from .layers.norms import RMSNorm
 from .spec import Spec
@@ -211,13 +211,7 @@ class Model(nn.Module):
         path), or "flash" (SDPA restricted to its flash kernel; needs CUDA and float16/bfloat16 weights, and
         calls with a mask — padding, a KV cache — fall back to SDPA's other kernels with a warning saying
         why). All three give equal outputs within the dtype's tolerance. Returns the model."""
-        if implementation not in IMPLEMENTATIONS:
-            raise ConfigError(f"attention={implementation!r} is not one of {', '.join(map(repr, IMPLEMENTATIONS))}")
-        if implementation == "flash":
-            problem = flash_problem(self.device, self.dtype)
-            if problem is not None:
-                raise ConfigError(f"attention='flash' cannot run this model: {problem}; load it with "
-                                  f"device='cuda', dtype=torch.float16 (or bfloat16), or use attention='sdpa'")
+        check_implementation(implementation, self.device, self.dtype)
         for module in self.modules():
             if isinstance(module, Attention):
                 module.implementation = implementation

@@ -37,6 +37,19 @@ def flash_problem(device: torch.device, dtype: torch.dtype, *, masked: bool = Fa
     return None
 
 
+def check_implementation(implementation: str, device: torch.device, dtype: torch.dtype) -> None:
+    """Raise `ConfigError` unless `implementation` is one of `IMPLEMENTATIONS` and can run a model on
+    `device` in `dtype` (flash: CUDA, float16/bfloat16)."""
+    from ..errors import ConfigError
+
+    if implementation not in IMPLEMENTATIONS:
+        raise ConfigError(f"attention={implementation!r} is not one of {', '.join(map(repr, IMPLEMENTATIONS))}")
+    problem = flash_problem(device, dtype) if implementation == "flash" else None
+    if problem is not None:
+        raise ConfigError(f"attention='flash' cannot run this model: {problem}; load it with device='cuda', "
+                          f"dtype=torch.float16 (or bfloat16), or use attention='sdpa'")
+
+
 def _flash_kernel(q: torch.Tensor, bias: torch.Tensor | None, upcast: bool):
     """SDPA restricted to the flash kernel, or (with a warning saying why) SDPA's own choice."""
     problem = flash_problem(q.device, q.dtype, masked=bias is not None, head_dim=q.shape[-1], upcast=upcast)

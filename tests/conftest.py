@@ -19,6 +19,16 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: loads a real pretrained file and runs transformers on it (tens of "
                                        "seconds); CI runs them, `-m 'not slow'` skips them")
+    config.addinivalue_line("markers", "cuda: needs a CUDA GPU; skipped where torch.cuda.is_available() is False")
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)

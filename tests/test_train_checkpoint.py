@@ -14,11 +14,13 @@ from training_fixtures import (bert_tok, gpt2_tok, bert_tokenizer, classify_rows
 
 def _case(name, gpt2_tok, bert_tok, tmp_path):
     """(model factory, tokenizer, train file, eval file, options) of one resumable setup."""
-    if name == "classify-dropout":  # shuffled rows, dropout RNG, accumulation across epoch ends
+    if name.startswith("classify"):  # shuffled rows, dropout RNG, accumulation across epoch ends
         data = write_jsonl(tmp_path / "train.jsonl", classify_rows(40, 0))
         evals = write_jsonl(tmp_path / "eval.jsonl", classify_rows(16, 1))
+        # fp16: the gradient scaler's scale and growth count continue too
+        fp16 = {"fp16": True} if name == "classify-fp16" else {}
         return (lambda: tiny_gpt2("for_sequence_classification", len(gpt2_tok), dropout=0.2, seed=3),
-                gpt2_tok, data, evals, dict(batch_size=6, gradient_accumulation_steps=2, eval_every=2, steps=11))
+                gpt2_tok, data, evals, dict(batch_size=6, gradient_accumulation_steps=2, eval_every=2, steps=11, **fp16))
     # masked-LM: the masking RNG must continue too
     data = write_jsonl(tmp_path / "train.jsonl", repeat_rows(40, 0))
     evals = write_jsonl(tmp_path / "eval.jsonl", repeat_rows(16, 1))
@@ -30,13 +32,16 @@ def strip(history):
     return [{k: v for k, v in r.items() if k != "tokens_per_second"} for r in history]  # timing differs
 
 
-@pytest.mark.parametrize("name", ["classify-dropout", "masked-lm"])
+@pytest.mark.parametrize("name", ["classify-dropout", "classify-fp16", "masked-lm"])
 def test_resume_continues_exactly(tmp_path, gpt2_tok, bert_tok, name):
     make, tok, data, evals, options = _case(name, gpt2_tok, bert_tok, tmp_path)
     full = make()
     uninterrupted = bombus.train(full, data, tokenizer=tok, eval_data=evals, learning_rate=2e-3, seed=7,
                                  checkpoint_every=3, output_dir=tmp_path / "run", progress=False, **options)
     assert [p.rsplit("-", 1)[-1] for p in uninterrupted.checkpoints] == ["3", "6", "9"][: options["steps"] // 3]
+    if options.get("fp16"):  # the gradient scaler's state is saved (and restored on resume)
+        state = torch.load(tmp_path / "run" / "checkpoint-3" / "training_state.pt", weights_only=True)
+        assert state["scaler"]["scale"] > 0 and "_growth_tracker" in state["scaler"]
     for start in (3, 6):
         resumed_model = make()
         torch.manual_seed(123)  # whatever the global RNG holds now, the checkpoint's state wins

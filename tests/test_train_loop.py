@@ -157,6 +157,45 @@ def test_bf16_autocast():
     assert set(seen[:24]) == {torch.float32} and set(seen[24:]) == {torch.bfloat16}
 
 
+def test_fp16_autocast_with_a_gradient_scaler_equals_the_plain_amp_recipe():
+    """fp16: float16 autocast, the loss scaled, gradients unscaled before clipping, the step taken by the
+    scaler: exactly PyTorch's documented AMP loop (on the CPU here; the device follows the model)."""
+    batches = _batches(2)
+    model, reference = _classifier(), _classifier()
+    seen = []
+    model.score.register_forward_hook(lambda m, args, out: seen.append(out.dtype))
+    result = bombus.train(model, batches, epochs=2, learning_rate=3e-3, weight_decay=0.0, max_grad_norm=0.5,
+                          fp16=True, shuffle=False, progress=False)
+    assert set(seen) == {torch.float16} and model.dtype == torch.float32
+
+    params = list(reference.parameters())
+    optimizer = torch.optim.AdamW([{"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.0},
+                                   {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}], lr=3e-3)
+    scaler = torch.amp.GradScaler("cpu")
+    steps = 2 * len(batches)
+    reference.train()
+    for step, batch in enumerate(batches * 2):
+        for group in optimizer.param_groups:
+            group["lr"] = 3e-3 * (steps - step) / steps
+        with torch.autocast("cpu", dtype=torch.float16):
+            loss = reference(**batch).loss
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], 0.5)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad()
+    for (name, ours), theirs in zip(model.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=5e-6, msg=lambda m: f"{name}: {m}")
+
+
+def test_fp16_needs_float32_weights_and_excludes_bf16():
+    with pytest.raises(bombus.errors.TrainingError, match="choose one"):
+        bombus.train(_classifier(), _batches(0), steps=1, bf16=True, fp16=True, progress=False)
+    with pytest.raises(bombus.errors.TrainingError, match="float32 weights.*torch.float16"):
+        bombus.train(_classifier().half(), _batches(0), steps=1, fp16=True, progress=False)
+
+
 def test_progress_lines_bar_and_silence(capsys):
     batches = _batches(3, n=4)
     bombus.train(_classifier(), batches, progress="lines", log_every=2)

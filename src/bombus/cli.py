@@ -90,6 +90,7 @@ def add_train(commands) -> None:
     p.add_argument("--gradient-accumulation", type=_positive_int, default=1, help="batches per optimizer step")
     p.add_argument("--max-grad-norm", type=_non_negative, default=1.0, help="clip gradients (0: off)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
+    p.add_argument("--fp16", action="store_true", help="float16 autocast with a gradient scaler")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-every", type=_positive_int, help="evaluate every N steps (default: at the end)")
     p.add_argument("--checkpoint-every", type=_positive_int, help="write a checkpoint every N steps")
@@ -155,7 +156,7 @@ def run_train(args: argparse.Namespace) -> int:
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
         weight_decay=args.weight_decay, warmup_steps=args.warmup if args.warmup < 1 else int(args.warmup),
         gradient_accumulation_steps=args.gradient_accumulation, max_grad_norm=args.max_grad_norm or None,
-        bf16=args.bf16, seed=args.seed, eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
+        bf16=args.bf16, fp16=args.fp16, seed=args.seed, eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
         output_dir=args.output, keep_checkpoints=args.keep_checkpoints, resume_from=args.resume,
         early_stopping_patience=args.patience, early_stopping_metric=args.metric, max_length=args.max_length,
         columns=args.columns, pack=not args.no_pack, shuffle=not args.no_shuffle,

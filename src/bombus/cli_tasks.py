@@ -128,6 +128,8 @@ def _common(p: argparse.ArgumentParser, *, inputs: str = "texts") -> None:
     p.add_argument("--truncate", action="store_true", help="cut inputs longer than the limit instead of failing")
     p.add_argument("--device", default="cpu", help="cpu, cuda, ...")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="weights dtype (default float32)")
+    p.add_argument("--attention", choices=["sdpa", "eager", "flash"], default="sdpa",
+                   help="attention kernels (flash: CUDA with float16/bfloat16)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar for files with many inputs")
 
 
@@ -461,7 +463,7 @@ def _load(args: argparse.Namespace, architecture: str | None):
     if architecture is not None and load_spec(source).architecture != architecture:
         print(f"bombus {args.command}: {source} is not a {architecture} checkpoint; its new head weights are "
               f"random", file=sys.stderr)
-    model = load_model(source, architecture=architecture, dtype=dtype, device=args.device)
+    model = load_model(source, architecture=architecture, dtype=dtype, device=args.device, attention=args.attention)
     return model, load_tokenizer(args.tokenizer or source)
 
 

@@ -11,6 +11,7 @@ from .checkpoint import find_weight_files, load_state
 from .errors import ConfigError, SourceError
 from .gguf import gguf_path
 from .hub import resolve_file
+from .layers.attention import check_implementation
 from .model import Model
 from .models import architecture_of, family
 from .spec import Spec, configure, read_config
@@ -48,35 +49,41 @@ def _model_class(spec: Spec) -> type[Model]:
     return family(spec.model_type)
 
 
-def build_model(spec: Spec, *, dtype: torch.dtype | None = None, device: torch.device | str | None = None
-                ) -> Model:
-    """A model of `spec` with random weights (normal with std `initializer_scale`), in eval mode."""
-    model = _model_class(spec)(spec)
-    model.init_weights()
-    return model.to(device=device, dtype=dtype).eval()
+def build_model(spec: Spec, *, dtype: torch.dtype | None = None, device: torch.device | str | None = None,
+                attention: str = "sdpa") -> Model:
+    """A model of `spec` with random weights (normal with std `initializer_scale`), in eval mode, built and
+    initialised directly on `device` (default CPU) in `dtype` (default float32); `attention` as in
+    `Model.set_attention`."""
+    with torch.device(device or "cpu"):
+        model = _model_class(spec)(spec)
+    model.init_weights()  # in float32, so a seed gives the same weights in every dtype
+    return model.to(dtype=dtype).set_attention(attention).eval()
 
 
 def load_model(source: str | os.PathLike, *, architecture: str | None = None, dtype: torch.dtype | None = None,
                device: torch.device | str | None = None, revision: str | None = None,
                token: str | bool | None = None, gguf_file: str | None = None, quantize: str | None = None,
-               **options: Any) -> Model:
+               attention: str = "sdpa", **options: Any) -> Model:
     """Load the pretrained model at `source` (a local folder or a hub repo id `owner/name`).
 
     Options: `architecture` (default: the one config.json names; a base checkpoint loads into a head
     architecture with new head weights, a head checkpoint into base); `dtype` (default float32) and
-    `device` (default CPU) that weights are converted to while loading; `revision` and `token` for the
-    hub; other keywords override spec options (e.g. `num_labels=3`). Returns the model in eval mode.
+    `device` (default CPU; e.g. "cuda") that weights are converted to while loading, one tensor at a time
+    straight onto the device; `attention` "sdpa" (default), "eager" or "flash" (`Model.set_attention`);
+    `revision` and `token` for the hub; other keywords override spec options (e.g. `num_labels=3`).
+    Returns the model in eval mode.
 
     GGUF files (llama.cpp): `source` a .gguf path, or `gguf_file="name.gguf"` in a folder or hub repo.
     `quantize` (GGUF only): "keep" (default on CPU) keeps Q4_0/Q4_1 weights in 4 bits and Q8_0 ones in
     8 bits (see `bombus.gguf`), "dequantize" makes every weight a `dtype` float.
     """
+    check_implementation(attention, torch.device(device or "cpu"), dtype or torch.float32)  # before any reading
     gguf = gguf_path(source, gguf_file, revision=revision, token=token)
     if gguf is not None:
         from . import gguf as gguf_format
 
         return gguf_format.load_model(gguf, architecture=architecture, dtype=dtype, device=device,
-                                      quantize=quantize, **options)
+                                      quantize=quantize, **options).set_attention(attention)
     if quantize is not None:
         raise ConfigError(f"quantize={quantize!r} applies to GGUF files; {source} is a config.json checkpoint")
     spec = load_spec(source, architecture, revision=revision, token=token, **options)
@@ -95,4 +102,4 @@ def load_model(source: str | os.PathLike, *, architecture: str | None = None, dt
         model.generation_config = load_generation_config(source, revision=revision, token=token)
         if device.type == "cpu":
             model.decoding_layout()
-    return model.eval()
+    return model.set_attention(attention).eval()

@@ -14,6 +14,7 @@ from torch import nn
 
 from .checkpoint import SAFETENSORS, KeyMap, hf_state, save_state, write_atomic
 from .errors import CheckpointError, ConfigError, InputError
+from .layers.attention import Attention, check_implementation
 from .layers.cache import Cache
 from .layers.norms import RMSNorm
 from .spec import Spec
@@ -215,6 +216,23 @@ class Model(nn.Module):
         for module in self.modules():
             if isinstance(module, nn.Linear) and module.weight.is_contiguous() and module.weight.dim() == 2:
                 module.weight.data = module.weight.data.t().contiguous().t()
+        return self
+
+    @property
+    def attention(self) -> str:
+        """How attention is computed: "sdpa" (default), "eager" or "flash" (see `set_attention`)."""
+        return next((m.implementation for m in self.modules() if isinstance(m, Attention)), "sdpa")
+
+    def set_attention(self, implementation: str) -> "Model":
+        """Choose how every attention layer computes: "sdpa" (default: PyTorch's scaled_dot_product_attention,
+        which picks its fastest kernel), "eager" (explicit matmul-softmax-matmul, as transformers' eager
+        path), or "flash" (SDPA restricted to its flash kernel; needs CUDA and float16/bfloat16 weights, and
+        calls with a mask — padding, a KV cache — fall back to SDPA's other kernels with a warning saying
+        why). All three give equal outputs within the dtype's tolerance. Returns the model."""
+        check_implementation(implementation, self.device, self.dtype)
+        for module in self.modules():
+            if isinstance(module, Attention):
+                module.implementation = implementation
         return self
 
     # -- caches ----------------------------------------------------------------------------------------

@@ -81,6 +81,8 @@ class GenerationConfig:
     eos_token_id: int | list[int] | None = _opt("A row finishes when it generates (any of) these tokens.")
     # bombus.
     seed: int | None = _opt("Sampling seed: the same seed gives the same tokens. Unset: torch's global RNG.")
+    cuda_graph: bool | None = _opt("On CUDA, greedy and sampling replay the decode step from a captured CUDA graph "
+                                   "(`bombus.generation.graphs`); False decodes step by step as on the CPU.")
 
     # ---- construction -------------------------------------------------------------------------------
     @classmethod
@@ -126,7 +128,8 @@ class GenerationConfig:
         """Write the set fields as `generation_config.json` in `folder` (transformers reads it)."""
         path = os.path.join(folder, "generation_config.json")
         values = self.to_dict()
-        values.pop("seed", None)  # not a transformers option
+        values.pop("seed", None)  # not transformers options
+        values.pop("cuda_graph", None)
         tmp = path + ".tmp"
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(values, f, indent=2, sort_keys=True)
@@ -162,6 +165,7 @@ DEFAULTS: dict[str, Any] = {
     "renormalize_logits": False,
     "remove_invalid_values": False,
     "use_cache": True,
+    "cuda_graph": True,
 }
 
 GenerationConfig.__doc__ = f"{GenerationConfig.__doc__}\n\nOptions:\n" + "\n".join(
@@ -243,6 +247,7 @@ def load_generation_config(
         known = {f.name for f in dataclasses.fields(GenerationConfig)}
         values = {k: v for k, v in values.items() if k in known and v is not None}
         values.pop("seed", None)
+        values.pop("cuda_graph", None)
     return GenerationConfig.from_dict(values, strict=False)
 
 
@@ -389,7 +394,7 @@ def _check_types(v: dict[str, Any]) -> None:
                       ("num_beams", 1), ("top_k", 0), ("no_repeat_ngram_size", 0), ("num_return_sequences", 1),
                       ("seed", 0)):
         integer(name, low)
-    for name in ("do_sample", "use_cache", "renormalize_logits", "remove_invalid_values"):
+    for name in ("do_sample", "use_cache", "renormalize_logits", "remove_invalid_values", "cuda_graph"):
         if not isinstance(v[name], bool):
             _fail(name, v[name], "True or False")
     if v["early_stopping"] not in (True, False, "never") or not isinstance(v["early_stopping"], (bool, str)):

@@ -341,6 +341,10 @@ class _Decoder:
 
 
 def _greedy_or_sample(run: _Run) -> Generator[torch.Tensor, None, torch.Tensor]:
+    from . import graphs
+
+    if graphs.wanted(run):  # CUDA: the same loop over a decode step replayed from a CUDA graph
+        return (yield from graphs.greedy_or_sample(run))
     cfg, ids = run.cfg, run.input_ids
     rows, prompt_length = ids.shape
     pad = cfg.pad_token_id

@@ -1,8 +1,12 @@
 """Multi-head attention, written once for every family: self- or cross-attention, grouped-query heads,
-optional rotary positions, a static KV cache, and two equal paths — PyTorch SDPA by default, an eager
-path when attention weights are requested or a head mask is given."""
+optional rotary positions, a static KV cache, and equal paths — PyTorch SDPA by default, an eager path
+when attention weights are requested or a head mask is given (or `implementation="eager"`), and SDPA's
+flash kernel (`implementation="flash"`) where the inputs allow it."""
 
 from __future__ import annotations
+
+import contextlib
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -13,6 +17,48 @@ from .rotary import apply_rotary, rotate_half  # noqa: F401  (rotate_half re-exp
 
 # SDPA attends grouped-query heads without copying keys/values (`enable_gqa`) from PyTorch 2.5 on.
 _SDPA_GQA = tuple(int(p) for p in torch.__version__.split(".")[:2]) >= (2, 5)
+
+IMPLEMENTATIONS = ("sdpa", "eager", "flash")
+
+
+def flash_problem(device: torch.device, dtype: torch.dtype, *, masked: bool = False, head_dim: int = 64,
+                  upcast: bool = False) -> str | None:
+    """Why PyTorch's flash attention kernel cannot run these inputs, or None when it can."""
+    if device.type != "cuda":
+        return f"it runs on CUDA devices only and the model is on {device.type}"
+    if dtype not in (torch.float16, torch.bfloat16) or upcast:
+        what = "attention upcast to float32 (reorder_and_upcast_attn)" if upcast else f"the model is {dtype}"
+        return f"it needs float16 or bfloat16 inputs and {what}"
+    if head_dim > 256 or head_dim % 8:
+        return f"it needs a head size that is a multiple of 8 up to 256, not {head_dim}"
+    if masked:
+        return ("it takes no arbitrary mask, and this call has one (padding in attention_mask, or a KV cache); "
+                "drop the padding (equal-length rows) or use attention='sdpa'")
+    return None
+
+
+def check_implementation(implementation: str, device: torch.device, dtype: torch.dtype) -> None:
+    """Raise `ConfigError` unless `implementation` is one of `IMPLEMENTATIONS` and can run a model on
+    `device` in `dtype` (flash: CUDA, float16/bfloat16)."""
+    from ..errors import ConfigError
+
+    if implementation not in IMPLEMENTATIONS:
+        raise ConfigError(f"attention={implementation!r} is not one of {', '.join(map(repr, IMPLEMENTATIONS))}")
+    problem = flash_problem(device, dtype) if implementation == "flash" else None
+    if problem is not None:
+        raise ConfigError(f"attention='flash' cannot run this model: {problem}; load it with device='cuda', "
+                          f"dtype=torch.float16 (or bfloat16), or use attention='sdpa'")
+
+
+def _flash_kernel(q: torch.Tensor, bias: torch.Tensor | None, upcast: bool):
+    """SDPA restricted to the flash kernel, or (with a warning saying why) SDPA's own choice."""
+    problem = flash_problem(q.device, q.dtype, masked=bias is not None, head_dim=q.shape[-1], upcast=upcast)
+    if problem is None:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        return sdpa_kernel(SDPBackend.FLASH_ATTENTION)
+    warnings.warn(f"attention='flash' falls back to SDPA's other kernels for this call: {problem}", stacklevel=4)
+    return contextlib.nullcontext()
 
 
 class Attention(nn.Module):
@@ -37,6 +83,7 @@ class Attention(nn.Module):
         self.dropout = dropout
         self.upcast = upcast
         self.cross = cross
+        self.implementation = "sdpa"  # one of IMPLEMENTATIONS; `Model.set_attention` sets it
         kv_size = kv_size or hidden_size
         self.query = nn.Linear(hidden_size, num_heads * self.head_dim, bias=bias)
         self.key = nn.Linear(kv_size, self.num_kv_heads * self.head_dim, bias=bias)
@@ -98,7 +145,7 @@ class Attention(nn.Module):
                 q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
             if cache is not None:
                 k, v = cache.write(layer, slots, k, v)
-        eager = output_attentions or head_mask is not None
+        eager = output_attentions or head_mask is not None or self.implementation == "eager"
         grouped = self.num_kv_heads != self.num_heads
         if grouped and (eager or not _SDPA_GQA):
             repeats = self.num_heads // self.num_kv_heads
@@ -119,13 +166,17 @@ class Attention(nn.Module):
                     torch.finfo(scores.dtype).min)
             if bias is not None:
                 scores = scores + bias
+                if scores.dtype == torch.float16:  # score + the mask's minimum can overflow to -inf; a row with
+                    scores = scores.clamp_min(torch.finfo(torch.float16).min)  # every key masked would be nan
             weights = F.dropout(scores.softmax(-1), dropout, self.training)
             if head_mask is not None:
                 weights = weights * head_mask.to(weights.dtype)[None, :, None, None]
             out = torch.matmul(weights, v)
         else:
             gqa = {"enable_gqa": True} if grouped else {}  # K/V heads are shared, not copied
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout,
-                                                 is_causal=causal and bias is None, scale=self.scale, **gqa)
+            with (_flash_kernel(q, bias, self.upcast) if self.implementation == "flash"
+                  else contextlib.nullcontext()):
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout,
+                                                     is_causal=causal and bias is None, scale=self.scale, **gqa)
         out = out.to(dtype).transpose(1, 2).flatten(2)  # (B, T, nh * hd)
         return self.output(out), weights

@@ -95,7 +95,7 @@ class Rotary(nn.Module):
         inv_freq = inverse_frequencies(self.head_dim, self.base, self.scaling, positions.device)
         if self.kind == "dynamic":
             factor, limit, dim = self.scaling["factor"], self.max_positions, self.head_dim
-            length = torch.maximum(positions.max() + 1, torch.tensor(limit, device=positions.device))
+            length = (positions.max() + 1).clamp(min=limit)  # on the device: no host copy (CUDA graphs)
             base = self.base * ((factor * length / limit) - (factor - 1)) ** (dim / (dim - 2))
             exponents = torch.arange(0, dim, 2, dtype=torch.int64, device=positions.device).float() / dim
             inv_freq = torch.where(length > limit, 1.0 / (base ** exponents), inv_freq)

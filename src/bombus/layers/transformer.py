@@ -156,6 +156,9 @@ class Transformer(nn.Module):
         blocks, each of them, as the reference records them), or () when not requested."""
         batch, length = x.shape[:2]
         slots = None
+        if attention_mask is not None and cache is None and self.groups[0][0].attention.implementation == "flash" \
+                and bool(attention_mask.all()):
+            attention_mask = None  # nothing to mask: flash attention can run (it takes no mask)
         if cache is not None:
             new_mask = (torch.ones(batch, length, dtype=torch.bool, device=x.device) if attention_mask is None
                         else attention_mask[:, -length:])

@@ -70,6 +70,7 @@ def train(
     gradient_accumulation_steps: int = 1,
     max_grad_norm: float | None = 1.0,
     bf16: bool = False,
+    fp16: bool = False,
     seed: int = 0,
     eval_every: int | None = None,
     checkpoint_every: int | None = None,
@@ -105,6 +106,9 @@ def train(
       2 or more dimensions only); `warmup_steps` [0] (an int, or a float < 1: a fraction of all steps) of
       linear warm-up, then linear decay to 0; `max_grad_norm` [1.0] clips the gradient norm (None: off).
     - `bf16` [False]: forward under bfloat16 autocast (weights and optimizer stay in their dtype).
+    - `fp16` [False]: forward under float16 autocast with a gradient scaler (`torch.amp.GradScaler`: the loss
+      is scaled so that float16 gradients do not underflow; steps with inf/nan gradients are skipped and the
+      scale lowered). Needs float32 weights; on GPUs it is the fast mixed precision of pre-Ampere cards.
     - `seed` [0]: seeds dropout, shuffling and masking; the same seed gives the same run.
     - `eval_every` [None: only at the end, when `eval_data` is given]: evaluate every N steps, in eval mode.
     - `checkpoint_every` [None]: every N steps write `output_dir/checkpoint-<step>/` atomically: the model in
@@ -138,6 +142,13 @@ def train(
         raise TrainingError("early stopping needs eval_data and eval_every (it compares evaluations)")
     if (checkpoint_every is not None or resume_from is True) and output_dir is None:
         raise TrainingError("checkpoint_every and resume_from=True need output_dir")
+    if bf16 and fp16:
+        raise TrainingError("bf16 and fp16 are two mixed precisions: choose one")
+    if fp16:
+        odd = sorted({str(p.dtype) for p in model.parameters() if p.requires_grad and p.dtype != torch.float32})
+        if odd:
+            raise TrainingError(f"fp16 mixed precision needs float32 weights (the gradient scaler unscales float32 "
+                                f"gradients), found {', '.join(odd)}: load the model with dtype=torch.float32")
     task = _task(model, task)
     train_source, eval_source = _prepare(model, task, tokenizer, data, eval_data, batch_size=batch_size,
                                          max_length=max_length, columns=columns, pack=pack, shuffle=shuffle,
@@ -168,7 +179,10 @@ def train(
         result.best = dict(state["best"]) if state["best"] else None
     best_weights = None
 
-    device, autocast = model.device, _autocast(model, bf16)
+    device, autocast = model.device, _autocast(model, bf16, fp16)
+    scaler = torch.amp.GradScaler(device.type) if fp16 else None
+    if scaler is not None and resume_from is not None and resume_from is not False and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
     accumulation = gradient_accumulation_steps
     bar = _Progress(total, result.step, progress, log_every)
     epoch_limit = epochs if steps is None else math.inf
@@ -192,9 +206,15 @@ def train(
     def optimizer_step() -> None:
         nonlocal micro, step_loss, step_tokens, step_started, stop
         params = [p for group in optimizer.param_groups for p in group["params"]]
+        if scaler is not None:
+            scaler.unscale_(optimizer)  # clip and report the true gradient norm
         norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm if max_grad_norm else math.inf)
         rate = optimizer.param_groups[0]["lr"]
-        optimizer.step()
+        if scaler is not None:
+            scaler.step(optimizer)  # skipped when the gradients overflowed
+            scaler.update()
+        else:
+            optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         result.step += 1
@@ -213,7 +233,7 @@ def train(
             if per_epoch is not None and where["batch"] >= len(train_source):
                 where = {"epoch": where["epoch"] + 1, "batch": 0}
             folder = _save_checkpoint(output / f"checkpoint-{result.step}", model, tokenizer, optimizer, scheduler,
-                                      generator, result, where, stopper)
+                                      generator, result, where, stopper, scaler)
             result.checkpoints.append(str(folder))
             _prune(output, keep_checkpoints)
         stop = stop or last
@@ -234,7 +254,8 @@ def train(
                 if not torch.isfinite(loss):
                     raise TrainingError(f"the loss is {float(loss)} at step {result.step + 1}: lower learning_rate, "
                                         f"or check the labels")
-                (loss / accumulation).backward()
+                scaled = loss / accumulation
+                (scaler.scale(scaled) if scaler is not None else scaled).backward()
                 step_loss += float(loss.detach()) / accumulation
                 tokens = _count_tokens(batch)
                 step_tokens += tokens
@@ -274,11 +295,11 @@ def train(
 
 
 def evaluate(model, data: str | os.PathLike | Iterable, *, task: str | None = None, tokenizer=None,
-             batch_size: int = 8, bf16: bool = False, max_length: int | None = None,
+             batch_size: int = 8, bf16: bool = False, fp16: bool = False, max_length: int | None = None,
              columns: dict[str, str] | None = None, pack: bool = True, mlm_probability: float = 0.15,
              seed: int = 0) -> dict[str, float]:
     """The task's metrics of `model` on `data` (same forms and options as `train`; `batch_size` [8], `bf16`
-    [False], `seed` [0] of the masked-LM masks): `loss` and e.g. `perplexity`, `accuracy`, `f1` (see
+    [False] or `fp16` [False] autocast, `seed` [0] of the masked-LM masks): `loss` and e.g. `perplexity`, `accuracy`, `f1` (see
     `bombus.training.tasks.Metrics`). Runs in eval mode, without gradients; the model's mode is restored."""
     _check_options(batch_size=batch_size)
     task = _task(model, task)
@@ -286,7 +307,7 @@ def evaluate(model, data: str | os.PathLike | Iterable, *, task: str | None = No
                          columns=columns, pack=pack, shuffle=False, seed=seed, mlm_probability=mlm_probability)
     was_training = model.training
     try:
-        return _run_eval(model, source, task, _autocast(model, bf16), seed)
+        return _run_eval(model, source, task, _autocast(model, bf16, fp16), seed)
     finally:
         model.train(was_training)
 
@@ -397,10 +418,10 @@ def _linear_schedule(warmup: int, total: int):
     return factor
 
 
-def _autocast(model, bf16: bool):
-    if not bf16:
+def _autocast(model, bf16: bool, fp16: bool = False):
+    if not (bf16 or fp16):
         return contextlib.nullcontext()
-    return torch.autocast(device_type=model.device.type, dtype=torch.bfloat16)
+    return torch.autocast(device_type=model.device.type, dtype=torch.bfloat16 if bf16 else torch.float16)
 
 
 def _count_tokens(batch: dict[str, Any]) -> int:
@@ -443,7 +464,7 @@ def _improved(metrics: dict[str, float], stopper: dict, name: str, threshold: fl
 
 
 def _save_checkpoint(folder: Path, model, tokenizer, optimizer, scheduler, generator, result: TrainingResult,
-                     position: dict, stopper: dict) -> Path:
+                     position: dict, stopper: dict, scaler=None) -> Path:
     """Write the checkpoint into a temporary folder, then rename it: a checkpoint folder is always whole."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = folder.parent / f".{folder.name}.tmp"
@@ -457,6 +478,7 @@ def _save_checkpoint(folder: Path, model, tokenizer, optimizer, scheduler, gener
         "rng": torch.get_rng_state(), "data_rng": generator.get_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "history": result.history, "evaluations": result.evaluations, "best": result.best,
+        "scaler": scaler.state_dict() if scaler is not None else {},
     }
     torch.save(state, tmp / STATE_FILE)
     if folder.exists():

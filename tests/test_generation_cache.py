@@ -79,3 +79,53 @@ def test_max_time_and_use_cache(tiny):
     run_both(tiny, ids, mask, max_time=1e-9, num_beams=2, max_new_tokens=10, pad_token_id=0)
     expected = tiny.ours.generate(ids, attention_mask=mask, max_new_tokens=5)
     assert torch.equal(tiny.ours.generate(ids, attention_mask=mask, max_new_tokens=5, use_cache=False), expected)
+
+
+def _filled_cache(rows: int, seed: int, device: str = "cpu") -> Cache:
+    g = torch.Generator().manual_seed(seed)
+    cache = Cache(num_layers=3, batch_size=rows, max_length=11, num_kv_heads=2, head_dim=4, device=device)
+    for buffer in (*cache.keys, *cache.values):
+        buffer.copy_(torch.randn(buffer.shape, generator=g))
+    cache.mask.copy_(torch.rand(cache.mask.shape, generator=g) < 0.5)
+    return cache
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_reorder_gathers_rows_in_place(seed):
+    rows = 2 + seed * 3
+    cache = _filled_cache(rows, seed)
+    before = [t.clone() for t in (*cache.keys, *cache.values, cache.mask)]
+    addresses = [t.data_ptr() for t in (*cache.keys, *cache.values, cache.mask)]
+    index = torch.randint(0, rows, (rows,), generator=torch.Generator().manual_seed(seed))
+    for _ in range(2):  # the second call reuses the scratch buffers
+        cache.reorder(index)
+        before = [t.index_select(0, index) for t in before]
+        after = (*cache.keys, *cache.values, cache.mask)
+        assert all(torch.equal(a, b) for a, b in zip(after, before, strict=True))
+        assert [t.data_ptr() for t in after] == addresses
+
+
+def test_reorder_allocates_nothing_after_the_first_step():
+    from torch.profiler import ProfilerActivity, profile
+
+    cache = _filled_cache(6, 0)
+    index = torch.tensor([1, 1, 0, 5, 3, 3])
+    cache.reorder(index)
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        cache.reorder(index)
+    allocated = sum(e.cpu_memory_usage for e in prof.events() if e.cpu_memory_usage > 0)
+    assert allocated == 0, f"a reorder allocated {allocated} bytes"
+    # A single scratch buffer per shape, shared by every layer's keys and values.
+    assert len(cache._scratch) == 2  # keys/values shape, and the mask
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_reorder_allocates_nothing_on_cuda():
+    cache = _filled_cache(6, 1, device="cuda")
+    index = torch.tensor([2, 2, 0, 5, 4, 3], device="cuda")
+    cache.reorder(index)
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    cache.reorder(index)
+    torch.cuda.synchronize()
+    assert torch.cuda.memory_allocated() == before

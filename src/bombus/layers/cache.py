@@ -30,6 +30,8 @@ class Cache:
         self.mask = torch.zeros(batch_size, max_length, dtype=torch.bool, device=device)
         self.offset = torch.zeros((), dtype=torch.long, device=device)
         self.cross: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * num_layers
+        # Scratch buffers of `reorder`, one per distinct shape/dtype (created on first use, then reused).
+        self._scratch: dict[tuple, torch.Tensor] = {}
 
     @property
     def batch_size(self) -> int:
@@ -73,13 +75,27 @@ class Cache:
         self.offset.add_(length)
 
     def reorder(self, index: torch.Tensor) -> None:
-        """Reorder rows in place (beam search): row i becomes old row `index[i]`."""
-        for tensors in (self.keys, self.values):
-            for t in tensors:
-                t.copy_(t.index_select(0, index))
-        self.mask.copy_(self.mask.index_select(0, index))
+        """Reorder rows in place (beam search): row i becomes old row `index[i]` (`[batch]` long).
+
+        Each buffer is gathered into a scratch buffer of its shape (allocated on the first call, shared by
+        the layers) and copied back: after the first call no memory is allocated for the self-attention
+        buffers, nothing syncs with the host, and every buffer keeps its address, so a compiled or
+        graph-captured decode step still reads the right memory.
+        """
+        for buffer in (*self.keys, *self.values, self.mask):
+            scratch = self._scratch_like(buffer)
+            torch.index_select(buffer, 0, index, out=scratch)
+            buffer.copy_(scratch)
+        # Cross-attention keys/values (encoder states, written once and never in place) are simply replaced.
         self.cross = [None if c is None else (c[0].index_select(0, index), c[1].index_select(0, index))
                       for c in self.cross]
+
+    def _scratch_like(self, buffer: torch.Tensor) -> torch.Tensor:
+        key = (tuple(buffer.shape), buffer.dtype, buffer.device)
+        scratch = self._scratch.get(key)
+        if scratch is None:
+            scratch = self._scratch[key] = torch.empty_like(buffer, memory_format=torch.contiguous_format)
+        return scratch
 
     def reset(self) -> None:
         """Forget every token, keeping the buffers."""

@@ -416,18 +416,21 @@ def _criteria_list(stopping_criteria: Any) -> list[StoppingCriterion]:
 def _criterion_result(criterion: Any, result: Any, done: torch.Tensor) -> torch.Tensor:
     """A stopping criterion's answer as `[rows]` bool: a bool (every row) or a bool tensor `[rows]`."""
     name = getattr(criterion, "__name__", type(criterion).__name__)
-    if isinstance(result, bool):
-        return torch.full_like(done, result)
-    if not isinstance(result, torch.Tensor) or result.dtype != torch.bool:
-        raise GenerationError(f"stopping criterion {name} returned {type(result).__name__}"
-                              f"{'' if not isinstance(result, torch.Tensor) else ' of ' + str(result.dtype)}; "
-                              "expected a bool or a bool tensor [rows]")
-    if result.dim() == 0:
-        return result.to(done.device).expand_as(done)
-    if result.shape != done.shape:
-        raise GenerationError(f"stopping criterion {name} returned shape {tuple(result.shape)}; expected "
+    answer = result
+    if not isinstance(answer, torch.Tensor):
+        try:
+            answer = torch.as_tensor(answer)
+        except (TypeError, ValueError, RuntimeError):
+            answer = None
+    if answer is None or answer.dtype != torch.bool:
+        got = f"a tensor of {result.dtype}" if isinstance(result, torch.Tensor) else type(result).__name__
+        raise GenerationError(f"stopping criterion {name} returned {got}; expected a bool or a bool tensor [rows]")
+    if answer.dim() == 0:
+        return answer.to(done.device).expand_as(done)
+    if answer.shape != done.shape:
+        raise GenerationError(f"stopping criterion {name} returned shape {tuple(answer.shape)}; expected "
                               f"{tuple(done.shape)} (one bool per row) or a single bool")
-    return result.to(done.device)
+    return answer.to(done.device)
 
 
 class _Recorder:

@@ -11,6 +11,7 @@ import torch
 from generation_fixtures import one_thread, random_batch, run_both, tiny  # noqa: F401
 
 import bombus
+from bombus.errors import InputError
 from bombus.layers.cache import Cache
 
 
@@ -28,9 +29,9 @@ def spied(tiny, monkeypatch):
         calls["forward"].append(dict(kwargs))
         return forward(**kwargs)
 
-    def spy_reorder(self, index):
-        calls["reorder"].append(index.clone())
-        return reorder(self, index)
+    def spy_reorder(self, index, *window):
+        calls["reorder"].append((index.clone(), *window))
+        return reorder(self, index, *window)
 
     monkeypatch.setattr(model, "init_cache", spy_init_cache)
     monkeypatch.setattr(model, "forward", spy_forward)
@@ -65,11 +66,13 @@ def test_beams_reorder_the_cache_in_place(spied):
     model.generate(ids, attention_mask=mask, max_new_tokens=5, num_beams=3, eos_token_id=None, pad_token_id=0)
     assert calls["init_cache"] == [(6, ids.shape[1] + 4)]
     assert len(calls["reorder"]) == 5
-    for index in calls["reorder"]:
+    for step, (index, start, stop) in enumerate(calls["reorder"]):
         assert index.dtype == torch.long and index.shape == (6,)
-        # A beam only ever continues a beam of the same prompt.
+        # A beam only ever continues a beam of the same prompt...
         assert ((index // 3) == torch.arange(6) // 3).all()
-    assert any(not torch.equal(index, torch.arange(6)) for index in calls["reorder"])
+        # ... so only the generated slots move (the prompt's are the same in every beam).
+        assert (start, stop) == (ids.shape[1], ids.shape[1] + step)
+    assert any(not torch.equal(index, torch.arange(6)) for index, *_ in calls["reorder"])
 
 
 def test_max_time_and_use_cache(tiny):
@@ -103,6 +106,21 @@ def test_reorder_gathers_rows_in_place(seed):
         after = (*cache.keys, *cache.values, cache.mask)
         assert all(torch.equal(a, b) for a, b in zip(after, before, strict=True))
         assert [t.data_ptr() for t in after] == addresses
+
+
+@pytest.mark.parametrize("start, stop", [(0, 11), (4, 9), (10, 11), (5, 5), (0, 1)])
+def test_reorder_moves_only_its_window(start, stop):
+    cache = _filled_cache(5, start * 11 + stop)
+    before = [t.clone() for t in (*cache.keys, *cache.values, cache.mask)]
+    index = torch.tensor([4, 0, 0, 2, 1])
+    cache.reorder(index, start, stop)
+    for old, new in zip(before, (*cache.keys, *cache.values, cache.mask), strict=True):
+        expected = old.clone()
+        window = (slice(None),) * (2 if old.dim() == 4 else 1) + (slice(start, stop),)  # the slot dimension
+        expected[window] = old.index_select(0, index)[window]
+        assert torch.equal(new, expected)
+    with pytest.raises(InputError, match="window"):
+        cache.reorder(index, 3, 12)
 
 
 def test_reorder_allocates_nothing_after_the_first_step():

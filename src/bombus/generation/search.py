@@ -617,7 +617,8 @@ def _contrastive(run: _Run) -> Generator[torch.Tensor, None, torch.Tensor]:
         tokens = top_ids.gather(1, chosen[:, None]).squeeze(1)
         context[:, length] = cand_hidden[torch.arange(rows, device=device), chosen]
         logits = cand_logits.view(rows, k, -1)[torch.arange(rows, device=device), chosen]
-        decoder.cache.reorder((first_of_group + chosen).repeat_interleave(k))
+        # The candidates of a prompt share its prompt slots: only the generated ones (this step's included) move.
+        decoder.cache.reorder((first_of_group + chosen).repeat_interleave(k), prompt_length, length + 1)
         if run.eos is not None:
             tokens = torch.where(unfinished, tokens, pad)
         sequences[:, length] = tokens
@@ -723,7 +724,8 @@ def _beam_search(run: _Run) -> torch.Tensor:
         is_finished = _gather(torch.cat((is_finished, just_finished), dim=1), best)
 
         # The cache follows the beams: row i continues from the row its hypothesis came from.
-        decoder.cache.reorder(running_origin[..., length - prompt_length].reshape(-1).long())
+        # Only the generated slots move: every beam of a prompt holds the same prompt slots.
+        decoder.cache.reorder(running_origin[..., length - prompt_length].reshape(-1).long(), prompt_length, length)
         length += 1
 
         # Can a running beam still beat the worst finished one? (transformers' heuristic per early_stopping)

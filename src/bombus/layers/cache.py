@@ -74,18 +74,26 @@ class Cache:
     def advance(self, length: int) -> None:
         self.offset.add_(length)
 
-    def reorder(self, index: torch.Tensor) -> None:
+    def reorder(self, index: torch.Tensor, start: int = 0, stop: int | None = None) -> None:
         """Reorder rows in place (beam search): row i becomes old row `index[i]` (`[batch]` long).
 
-        Each buffer is gathered into a scratch buffer of its shape (allocated on the first call, shared by
-        the layers) and copied back: after the first call no memory is allocated for the self-attention
-        buffers, nothing syncs with the host, and every buffer keeps its address, so a compiled or
-        graph-captured decode step still reads the right memory.
+        Only slots `[start, stop)` are moved (default: all): a caller that knows the rows it exchanges agree
+        elsewhere (beams of one prompt share the prompt's slots; slots past the offset are unused) passes the
+        window where they differ. Each buffer's window is gathered into a scratch buffer of the buffer's
+        shape (allocated on the first call, shared by the layers) and copied back: after the first call no
+        memory is allocated for the self-attention buffers, nothing syncs with the host, and every buffer
+        keeps its address, so a compiled or graph-captured decode step still reads the right memory.
         """
-        for buffer in (*self.keys, *self.values, self.mask):
-            scratch = self._scratch_like(buffer)
-            torch.index_select(buffer, 0, index, out=scratch)
-            buffer.copy_(scratch)
+        stop = self.max_length if stop is None else stop
+        if not 0 <= start <= stop <= self.max_length:
+            raise InputError(f"reorder window [{start}, {stop}) is not within the cache's {self.max_length} slots")
+        if start < stop:
+            for buffer in (*self.keys, *self.values, self.mask):
+                window = buffer[:, :, start:stop] if buffer.dim() == 4 else buffer[:, start:stop]
+                scratch = self._scratch_like(buffer)
+                scratch = scratch[:, :, : stop - start] if buffer.dim() == 4 else scratch[:, : stop - start]
+                torch.index_select(window, 0, index, out=scratch)
+                window.copy_(scratch)
         # Cross-attention keys/values (encoder states, written once and never in place) are simply replaced.
         self.cross = [None if c is None else (c[0].index_select(0, index), c[1].index_select(0, index))
                       for c in self.cross]

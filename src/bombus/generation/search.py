@@ -9,7 +9,8 @@ noise (`argmax(p / q)`, q ~ Exp(1)), which is exactly what `torch.multinomial` d
 RNG stream, same tokens — without its validity check's sync.
 
 Outputs follow transformers' layout: `[batch * num_return_sequences, prompt + new]`, rows finished early
-padded with `pad_token_id`.
+padded with `pad_token_id`; with `return_dict_in_generate`, an `Output` with transformers' field names
+(`_Recorder`). Beams reorder the cache in place, moving only the generated slots (`Cache.reorder`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Greedy generation, bombus vs transformers, side by side in one process.
+"""Greedy generation (or beam search with --beams), bombus vs transformers, side by side in one process.
 
 GPT-2 small's shape (768 wide, 12 blocks, 12 heads, 50,257 tokens) with random weights — the same weights for
 both engines (transformers builds and saves them, bombus loads the folder). Prompt 32 tokens, 64 new tokens,
@@ -13,7 +13,7 @@ both alike; each cell is the median (min-max).
                  the peak of later calls; CUDA: max_memory_allocated above the level before the call.
 
 Usage: python benchmarks/generation.py [--reps 7] [--device cpu|cuda] [--dtype float32|bfloat16]
-                                       [--batch 1 8] [--new 64] [--prompt 32]
+                                       [--batch 1 8] [--new 64] [--prompt 32] [--beams 1]
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def cuda_peak(fn) -> float:
 def cpu_peak(engine: str, folder: str, batch: int, args) -> float:
     """MB: run one generate in a fresh process (see the module docstring)."""
     command = [sys.executable, __file__, "--_memory", engine, folder, str(batch), "--prompt", str(args.prompt),
-               "--new", str(args.new), "--dtype", args.dtype]
+               "--new", str(args.new), "--dtype", args.dtype, "--beams", str(args.beams)]
     out = subprocess.run(command, capture_output=True, text=True, check=True, env={**os.environ, "OMP_NUM_THREADS":
                          str(torch.get_num_threads())})
     return float(out.stdout.strip().splitlines()[-1])
@@ -92,7 +92,7 @@ def _memory_child(engine: str, folder: str, batch: int, args) -> None:
     transformers.utils.logging.disable_progress_bar()
     warnings.simplefilter("ignore")
     ids, mask = inputs(batch, args.prompt, "cpu")
-    engines, models = build_engines(folder, getattr(torch, args.dtype), "cpu")
+    engines, models = build_engines(folder, getattr(torch, args.dtype), "cpu", args.beams)
     run = engines[engine]
     with torch.no_grad():  # page in memory-mapped weights, so that only the call's own memory is counted
         for p in models[engine].parameters():
@@ -115,7 +115,7 @@ def inputs(batch: int, prompt: int, device: str):
     return ids, torch.ones_like(ids)
 
 
-def build_engines(folder: str, dtype: torch.dtype, device: str) -> tuple[dict, dict]:
+def build_engines(folder: str, dtype: torch.dtype, device: str, beams: int = 1) -> tuple[dict, dict]:
     from transformers import GPT2LMHeadModel
 
     import bombus
@@ -125,9 +125,10 @@ def build_engines(folder: str, dtype: torch.dtype, device: str) -> tuple[dict, d
     # EOS off: both engines generate exactly the asked number of tokens.
     engines = {
         "transformers": lambda ids, mask, n: ref.generate(ids, attention_mask=mask, max_new_tokens=n,
-                                                          do_sample=False, eos_token_id=None, pad_token_id=0),
+                                                          do_sample=False, eos_token_id=None, pad_token_id=0,
+                                                          num_beams=beams),
         "bombus": lambda ids, mask, n: ours.generate(ids, attention_mask=mask, max_new_tokens=n, eos_token_id=None,
-                                                     pad_token_id=0),
+                                                     pad_token_id=0, num_beams=beams),
     }
     return engines, {"transformers": ref, "bombus": ours}
 
@@ -144,6 +145,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--prompt", type=int, default=32)
     parser.add_argument("--new", type=int, default=64)
+    parser.add_argument("--beams", type=int, default=1, help="beam search with this many beams (1: greedy)")
     parser.add_argument("--_memory", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._memory:
@@ -156,14 +158,15 @@ def main() -> None:
     transformers.utils.logging.disable_progress_bar()
     dtype = getattr(torch, args.dtype)
     print(machine(args.device))
-    print(f"transformers {transformers.__version__}; GPT-2 small shape, random weights, {args.dtype}, greedy, "
+    strategy = "greedy" if args.beams == 1 else f"beam search ({args.beams} beams)"
+    print(f"transformers {transformers.__version__}; GPT-2 small shape, random weights, {args.dtype}, {strategy}, "
           f"prompt {args.prompt}, {args.new} new tokens, {args.reps} interleaved repetitions: median (min-max)\n")
 
     torch.manual_seed(0)
     with warnings.catch_warnings(), tempfile.TemporaryDirectory() as folder:
         warnings.simplefilter("ignore")
         GPT2LMHeadModel(GPT2Config()).save_pretrained(folder)
-        engines, _ = build_engines(folder, dtype, args.device)
+        engines, _ = build_engines(folder, dtype, args.device, args.beams)
         header = f"{'batch':>5} {'engine':<13} {'tokens/s':>20} {'first token ms':>20} {'peak MB':>9}  same tokens"
         print(header)
         print("-" * len(header))

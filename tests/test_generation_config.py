@@ -49,16 +49,26 @@ def test_fallback_to_config_json(tmp_path):
 
 def test_checkpoint_files_tolerate_unsupported_options(tmp_path):
     (tmp_path / "generation_config.json").write_text(json.dumps(
-        {"transformers_version": "4.40.0", "_from_model_config": True, "output_scores": False, "num_beam_groups": 1,
-         "guidance_scale": 3.0, "top_p": 0.9}))
-    with pytest.warns(UserWarning, match="guidance_scale"):
+        {"transformers_version": "4.40.0", "_from_model_config": True, "low_memory": False, "num_beam_groups": 1,
+         "diversity_penalty": 0.5, "top_p": 0.9}))
+    with pytest.warns(UserWarning, match="diversity_penalty"):
         config = load_generation_config(tmp_path)
     assert config == GenerationConfig(top_p=0.9)
 
 
 @pytest.mark.parametrize("options, message", [
     ({"max_new_token": 5}, "did you mean 'max_new_tokens'"),
-    ({"guidance_scale": 2.0}, "does not implement"),
+    ({"num_beam_groups": 2, "num_beams": 4}, "group beam search is a transformers 5 `custom_generate`"),
+    ({"low_memory": True}, "low_memory.*dropped"),
+    ({"watermarking_config": {"bias": 2.0}}, "watermarking"),
+    ({"prompt_lookup_num_tokens": 3}, "assisted"),
+    ({"top_h": 0.0, "do_sample": True}, "top_h"),
+    ({"guidance_scale": float("nan")}, "guidance_scale"),
+    ({"output_scores": 1, "return_dict_in_generate": True}, "output_scores"),
+    ({"return_dict_in_generate": True, "output_hidden_states": True, "penalty_alpha": 0.5, "top_k": 3},
+     "contrastive"),
+    ({"negative_prompt_ids": torch.tensor([[5]])}, "guidance_scale"),
+    ({"guidance_scale": 2.0, "negative_prompt_ids": torch.tensor([[5], [6]])}, "one negative prompt per prompt"),
     ({"max_new_tokens": 5, "max_length": 9}, "set only one"),
     ({"min_new_tokens": 2, "min_length": 9}, "set only one"),
     ({"max_new_tokens": 0}, "max_new_tokens"),

@@ -72,6 +72,9 @@ def _pairs(rng: random.Random, ids: torch.Tensor):
         (P.TypicalP(rng.uniform(0.1, 0.95), keep), None),
         (P.EpsilonCutoff(rng.uniform(0.001, 0.05), keep), None),
         (P.EtaCutoff(rng.uniform(0.001, 0.05), keep), None),
+        (P.TopH(rng.uniform(0.05, 1.0)), None),
+        (P.PrefixConstrained(lambda b, row: [(int(row[-1]) + b) % V, (3 * int(row[-1])) % V], 1),
+         tp.PrefixConstrainedLogitsProcessor(lambda b, row: [(int(row[-1]) + b) % V, (3 * int(row[-1])) % V], 1)),
     ]
 
 
@@ -83,6 +86,7 @@ _REFERENCE_OF = {
     P.TypicalP: lambda p: tp.TypicalLogitsWarper(p.mass, min_tokens_to_keep=p.min_tokens_to_keep),
     P.EpsilonCutoff: lambda p: tp.EpsilonLogitsWarper(p.epsilon, min_tokens_to_keep=p.min_tokens_to_keep),
     P.EtaCutoff: lambda p: tp.EtaLogitsWarper(p.epsilon, min_tokens_to_keep=p.min_tokens_to_keep),
+    P.TopH: lambda p: tp.TopHLogitsWarper(p.top_h),
 }
 
 

@@ -67,6 +67,8 @@ def test_errors(lm, checkpoints):
         bombus.text.generation(c.model, c.tokenizer)
     with pytest.raises(ConfigError, match="num_return_sequences"):
         bombus.text.generation(lm.model, lm.tokenizer, num_return_sequences=2, do_sample=True)
+    with pytest.raises(ConfigError, match="return_dict_in_generate"):
+        bombus.text.generation(lm.model, lm.tokenizer, return_dict_in_generate=True, output_scores=True)
     serving = bombus.text.generation(lm.model, lm.tokenizer, max_new_tokens=2, sequence_length=8)
     long_prompt = "word " * 20
     with pytest.raises(InputError, match="truncate=True"):

@@ -17,6 +17,7 @@ from .errors import CheckpointError, ConfigError, InputError
 from .layers.attention import Attention, check_implementation
 from .layers.cache import Cache
 from .layers.norms import RMSNorm
+from .output import Output
 from .spec import Spec
 
 # transformers' input names -> ours (Bumblebee's).
@@ -270,8 +271,9 @@ class Model(nn.Module):
         text = json.dumps(config, indent=2, sort_keys=True) + "\n"
         write_atomic(directory / "config.json", lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
-    def generate(self, *args, **kwargs) -> torch.Tensor:
-        """Generate tokens; see `bombus.generation.generate` for every option."""
+    def generate(self, *args, **kwargs) -> torch.Tensor | Output:
+        """Generate tokens (an `Output` with `return_dict_in_generate=True`); see `bombus.generation.generate`
+        for every option."""
         if self.architecture not in self.generative:
             raise InputError(f"{self.architecture} cannot generate text; load the model with architecture="
                              f"'for_causal_language_modeling'")

@@ -56,6 +56,10 @@ class GenerationConfig:
     top_k: int | None = _opt("Sampling: keep the k most likely tokens (0 disables). Contrastive search: k candidates.")
     top_p: float | None = _opt("Sampling: keep the smallest set of most likely tokens whose probability reaches p.")
     min_p: float | None = _opt("Sampling: drop tokens less likely than `min_p` times the most likely one.")
+    top_h: float | None = _opt(
+        "Sampling: keep the most likely tokens (of the top 100) while their cumulated entropy stays within "
+        "`top_h` x the entropy of those 100 (0 < top_h <= 1)."
+    )
     typical_p: float | None = _opt("Sampling: locally typical sampling with this probability mass.")
     epsilon_cutoff: float | None = _opt("Sampling: drop tokens with probability below this (0 < e < 1).")
     eta_cutoff: float | None = _opt("Sampling: eta sampling cutoff (0 < eta < 1).")
@@ -73,8 +77,26 @@ class GenerationConfig:
     )
     renormalize_logits: bool | None = _opt("Log-softmax the scores after all processors.")
     remove_invalid_values: bool | None = _opt("Replace nan/inf logits so generation cannot crash.")
+    guidance_scale: float | None = _opt(
+        "Classifier-free guidance: scores = g * (log p(x | prompt) - log p(x | u)) + log p(x | u), where u is "
+        "`negative_prompt_ids` (a `generate` argument), else each row's last prompt token. 1 disables."
+    )
     # Output.
     num_return_sequences: int | None = _opt("Sequences returned per prompt (sampling, or <= num_beams with beams).")
+    return_dict_in_generate: bool | None = _opt(
+        "Return an `Output` (`sequences`, plus what the `output_*` options ask for; beam search adds "
+        "`beam_indices`, and `sequences_scores` with `output_scores`) instead of the token ids."
+    )
+    output_scores: bool | None = _opt("With return_dict_in_generate: `scores`, each step's processed scores.")
+    output_logits: bool | None = _opt("With return_dict_in_generate: `logits`, each step's raw logits.")
+    output_hidden_states: bool | None = _opt(
+        "With return_dict_in_generate: `hidden_states`, per step the model's hidden states (not with "
+        "contrastive search)."
+    )
+    output_attentions: bool | None = _opt(
+        "With return_dict_in_generate: `attentions`, per step each layer's attention weights (not with "
+        "contrastive search)."
+    )
     # Special tokens.
     pad_token_id: int | None = _opt("Fills finished rows. Unset: the (first) EOS token, as transformers does.")
     bos_token_id: int | None = _opt("Beginning-of-sequence token: the prompt when `input_ids` is None.")
@@ -166,6 +188,12 @@ DEFAULTS: dict[str, Any] = {
     "remove_invalid_values": False,
     "use_cache": True,
     "cuda_graph": True,
+    "guidance_scale": 1.0,
+    "return_dict_in_generate": False,
+    "output_scores": False,
+    "output_logits": False,
+    "output_hidden_states": False,
+    "output_attentions": False,
 }
 
 GenerationConfig.__doc__ = f"{GenerationConfig.__doc__}\n\nOptions:\n" + "\n".join(
@@ -174,32 +202,41 @@ GenerationConfig.__doc__ = f"{GenerationConfig.__doc__}\n\nOptions:\n" + "\n".jo
 # Keys transformers writes into generation_config.json that are not options.
 _METADATA_KEYS = {"transformers_version", "_from_model_config", "_commit_hash", "_original_object_hash"}
 
-# transformers options bombus does not implement, with the values at which they do nothing. A checkpoint that
-# sets one of them to anything else gets a warning (the option is ignored), a user option gets an error.
-_NEUTRAL = {
-    "output_attentions": (False,),
-    "output_hidden_states": (False,),
-    "output_scores": (False,),
-    "output_logits": (False,),
-    "return_dict_in_generate": (False,),
-    "num_beam_groups": (1,),
-    "diversity_penalty": (0.0,),
-    "encoder_repetition_penalty": (1.0,),
-    "encoder_no_repeat_ngram_size": (0,),
-    "guidance_scale": (1.0,),
-    "low_memory": (False,),
-    "token_healing": (False,),
-    "cache_implementation": (),
-    "cache_config": (),
-    "decoder_start_token_id": (),
-    "is_assistant": (False,),
-    "num_assistant_tokens": (),
-    "num_assistant_tokens_schedule": (),
-    "assistant_confidence_threshold": (),
-    "assistant_lookbehind": (),
-    "target_lookbehind": (),
-    "disable_compile": (),
-    "compile_config": (),
+# transformers options bombus does not implement: (the values at which they do nothing, why). A checkpoint
+# that sets one of them to anything else gets a warning (the option is ignored), a user option gets an error.
+_COMMUNITY = "a transformers 5 `custom_generate` method, not part of its core generate"
+_ASSISTED = "assisted / speculative decoding, which bombus does not implement"
+_NEUTRAL: dict[str, tuple[tuple, str]] = {
+    "num_beam_groups": ((1,), f"group beam search is {_COMMUNITY}"),
+    "diversity_penalty": ((0.0,), f"group beam search is {_COMMUNITY}"),
+    "constraints": ((), f"constrained beam search is {_COMMUNITY}"),
+    "force_words_ids": ((), f"constrained beam search is {_COMMUNITY}"),
+    "dola_layers": ((), f"DoLa decoding is {_COMMUNITY}"),
+    "low_memory": ((False,), "transformers 5 dropped it too (it raises for beam search)"),
+    "encoder_repetition_penalty": ((1.0,), "it needs an encoder-decoder model"),
+    "encoder_no_repeat_ngram_size": ((0,), "it needs an encoder-decoder model"),
+    "decoder_start_token_id": ((), "it needs an encoder-decoder model"),
+    "token_healing": ((False,), "token healing is not implemented"),
+    "watermarking_config": ((), "watermarking is not implemented"),
+    "cache_implementation": ((), "bombus always decodes with its own static cache"),
+    "cache_config": ((), "bombus always decodes with its own static cache"),
+    "max_cache_len": ((), "bombus sizes its static cache to prompt + max_new_tokens"),
+    "prefill_chunk_size": ((), "the prompt is prefilled in one pass"),
+    "continuous_batching_config": ((), "continuous batching is not configured through generate"),
+    "disable_compile": ((), "bombus does not compile generate"),
+    "compile_config": ((), "bombus does not compile generate"),
+    "is_assistant": ((False,), _ASSISTED),
+    "num_assistant_tokens": ((), _ASSISTED),
+    "num_assistant_tokens_schedule": ((), _ASSISTED),
+    "assistant_confidence_threshold": ((), _ASSISTED),
+    "assistant_lookbehind": ((), _ASSISTED),
+    "target_lookbehind": ((), _ASSISTED),
+    "assistant_early_exit": ((), _ASSISTED),
+    "assistant_ensemble_weight": ((), _ASSISTED),
+    "prompt_lookup_num_tokens": ((), _ASSISTED),
+    "max_matching_ngram_size": ((), _ASSISTED),
+    "speculation_type": ((), _ASSISTED),
+    "use_mtp": ((False,), _ASSISTED),
 }
 
 
@@ -207,16 +244,17 @@ def _is_neutral(name: str, value: Any) -> bool:
     if value is None:
         return True
     neutral = _NEUTRAL.get(name)
-    if neutral == ():
-        return True  # options of features bombus does not have (assistants, compile, other caches): no effect
-    return neutral is not None and value in neutral
+    if neutral is None:
+        return False
+    # () marks options of features bombus does not have (assistants, compile, other caches): no effect.
+    return neutral[0] == () or value in neutral[0]
 
 
 def _unknown_message(name: str, known: set[str]) -> str:
     close = difflib.get_close_matches(name, sorted(known), n=3)
     hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     if name in _NEUTRAL:
-        return f"generation option {name!r} is a transformers option that bombus does not implement{hint}"
+        return f"generation option {name!r} is not supported by bombus: {_NEUTRAL[name][1]}"
     return f"unknown generation option {name!r}{hint} (GenerationConfig.docs() lists the options)"
 
 
@@ -394,7 +432,9 @@ def _check_types(v: dict[str, Any]) -> None:
                       ("num_beams", 1), ("top_k", 0), ("no_repeat_ngram_size", 0), ("num_return_sequences", 1),
                       ("seed", 0)):
         integer(name, low)
-    for name in ("do_sample", "use_cache", "renormalize_logits", "remove_invalid_values", "cuda_graph"):
+    for name in ("do_sample", "use_cache", "renormalize_logits", "remove_invalid_values", "cuda_graph",
+                 "return_dict_in_generate", "output_scores", "output_logits", "output_hidden_states",
+                 "output_attentions"):
         if not isinstance(v[name], bool):
             _fail(name, v[name], "True or False")
     if v["early_stopping"] not in (True, False, "never") or not isinstance(v["early_stopping"], (bool, str)):
@@ -403,6 +443,8 @@ def _check_types(v: dict[str, Any]) -> None:
            "a number > 0 (for greedy decoding use do_sample=False)")
     number("top_p", lambda x: 0 <= x <= 1, "a number in [0, 1]")
     number("min_p", lambda x: 0 <= x <= 1, "a number in [0, 1]")
+    number("top_h", lambda x: 0 < x <= 1, "a number in (0, 1]")
+    number("guidance_scale", math.isfinite, "a finite number (1 disables guidance)")
     number("typical_p", lambda x: 0 < x <= 1, "a number in (0, 1]")
     number("epsilon_cutoff", lambda x: 0 <= x < 1, "a number in [0, 1)")
     number("eta_cutoff", lambda x: 0 <= x < 1, "a number in [0, 1)")

@@ -193,6 +193,10 @@ def problem(run) -> str | None:
         return "token_type_ids are given"
     if run.stop_strings is not None:
         return "stop_strings are checked on the host at every step"
+    if run.stopping_criteria:
+        return "stopping_criteria are called on the host at every step"
+    if run.recorder is not None:
+        return "return_dict_in_generate records every step's outputs"
     if model.training:
         return "the model is in training mode"
     vocab = getattr(getattr(model, "spec", None), "vocab_size", None)

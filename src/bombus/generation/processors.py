@@ -183,6 +183,55 @@ class NoBadWords(SequenceBias):
         super().__init__({tuple(ids): _NEG_INF for ids in kept} if kept else {(0,): 0.0})
 
 
+class PrefixConstrained:
+    """transformers' `PrefixConstrainedLogitsProcessor`: only the tokens `prefix_allowed_tokens_fn(batch_id,
+    row_ids)` returns are possible for a row (`batch_id`: the row's prompt, rows being grouped `group_size` per
+    prompt). When every row of a prompt has only impossible (-inf) allowed tokens, they all get score 0, so
+    the constraint still holds. Calls back to Python once per row and step."""
+
+    def __init__(self, prefix_allowed_tokens_fn: Callable[[int, torch.Tensor], Any], group_size: int = 1):
+        self.prefix_allowed_tokens_fn = prefix_allowed_tokens_fn
+        self.group_size = group_size
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        mask = torch.full_like(scores, _NEG_INF)
+        for row in range(input_ids.shape[0]):
+            batch_id = row // self.group_size
+            allowed = self.prefix_allowed_tokens_fn(batch_id, input_ids[row])
+            allowed = _ids(allowed)  # checked where it was made (a list: on the host, no device sync)
+            if allowed.numel() == 0:
+                from ..errors import GenerationError
+
+                raise GenerationError(f"prefix_allowed_tokens_fn returned no token for batch_id {batch_id} (row "
+                                      f"{row}): the constraint cannot be met; return at least one token id")
+            if bool((allowed < 0).any() | (allowed >= scores.shape[-1]).any()):
+                from ..errors import GenerationError
+
+                raise GenerationError(f"prefix_allowed_tokens_fn returned ids outside [0, {scores.shape[-1]}) "
+                                      f"for batch_id {batch_id}: {allowed.tolist()}")
+            mask[row, allowed.to(scores.device)] = 0
+        constrained = scores + mask
+        hopeless = constrained.amax(dim=-1).isneginf().view(-1, self.group_size).all(dim=-1, keepdim=True)
+        return torch.where(hopeless.repeat_interleave(self.group_size, dim=0), mask, constrained)
+
+
+class ClassifierFreeGuidance:
+    """transformers' `UnbatchedClassifierFreeGuidanceLogitsProcessor`: `scale * (log_softmax(scores) - u) + u`,
+    where `u` is the log-softmax of `unconditional(input_ids)`, the next-token logits `[B, V]` of the model
+    run on an unconditional context (`generate` builds it; it advances by one token per call)."""
+
+    def __init__(self, guidance_scale: float, unconditional: Callable[[torch.Tensor], torch.Tensor]):
+        self.guidance_scale = guidance_scale
+        self.unconditional = unconditional
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        scores = scores.log_softmax(dim=-1)
+        if self.guidance_scale == 1:
+            return scores
+        unconditional = self.unconditional(input_ids).log_softmax(dim=-1)
+        return self.guidance_scale * (scores - unconditional) + unconditional
+
+
 class ForcedBOS:
     """transformers' `ForcedBOSTokenLogitsProcessor`: when the sequence has one token, force `bos_token_id`."""
 
@@ -322,6 +371,30 @@ class TopP:
         return scores.masked_fill(remove, self.filter_value)
 
 
+class TopH:
+    """transformers' `TopHLogitsWarper`: among the 100 most likely tokens, keep them in order while their
+    cumulated entropy terms `-p log p` (p renormalised over the 100) stay within `top_h` x the entropy of the
+    100; the most likely token is always kept."""
+
+    TOP_N = 100
+
+    def __init__(self, top_h: float, filter_value: float = _NEG_INF):
+        if not 0 < top_h <= 1:
+            raise ValueError(f"top_h must be in (0, 1], got {top_h}")
+        self.top_h = float(top_h)
+        self.filter_value = filter_value
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        top_logits, top_ids = torch.topk(scores, min(self.TOP_N, scores.shape[-1]), dim=-1)
+        distribution = torch.distributions.Categorical(logits=top_logits)
+        probs = distribution.probs
+        terms = -probs * probs.log()
+        keep_top = terms.cumsum(dim=-1) <= distribution.entropy()[:, None] * self.top_h
+        keep_top[:, 0] = True
+        keep = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, top_ids, keep_top)
+        return scores.masked_fill(~keep, self.filter_value)
+
+
 class MinP:
     """transformers' `MinPLogitsWarper`: drop tokens whose probability is below `min_p` x the top probability."""
 
@@ -428,16 +501,24 @@ def build_processors(
     prompt_length: int,
     padding_lengths: torch.Tensor | None = None,
     custom: Sequence[LogitsProcessor] = (),
+    prefix_allowed_tokens_fn: Callable[[int, torch.Tensor], Any] | None = None,
+    unconditional: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> list[LogitsProcessor]:
     """The processors `generate` applies, in transformers' order (`_get_logits_processor`).
 
     `config` is a resolved config (`config.Resolved`); `padding_lengths` are the per-row left-padding lengths
     (None without padding). A custom processor of the same type as a built-in one replaces it, as in
     transformers; the others run after the built-in processors and before the sampling warpers.
+    `prefix_allowed_tokens_fn` adds `PrefixConstrained`; `unconditional` (the unconditional logits of
+    classifier-free guidance) is needed when `guidance_scale` != 1.
     """
     c = config
     eos = list(c.eos_token_ids)
     out: list[LogitsProcessor] = []
+    if c.guidance_scale != 1:
+        if unconditional is None:
+            raise ValueError("guidance_scale != 1 needs the unconditional logits")
+        out.append(ClassifierFreeGuidance(float(c.guidance_scale), unconditional))
     if c.sequence_bias is not None:
         out.append(SequenceBias(c.sequence_bias))
     if c.repetition_penalty != 1.0:
@@ -450,6 +531,8 @@ def build_processors(
         out.append(MinLength(c.min_length, eos))
     if eos and c.min_new_tokens is not None and c.min_new_tokens > 0:
         out.append(MinNewTokens(prompt_length, c.min_new_tokens, eos))
+    if prefix_allowed_tokens_fn is not None:
+        out.append(PrefixConstrained(prefix_allowed_tokens_fn, max(c.num_beams, c.num_return_sequences)))
     if c.forced_bos_token_id is not None:
         out.append(ForcedBOS(c.forced_bos_token_id))
     if c.forced_eos_token_id is not None:
@@ -477,6 +560,8 @@ def build_processors(
         keep = (len(eos) + 1 if eos else 2) if c.num_beams > 1 else 1
         if c.temperature != 1.0:
             merged.append(Temperature(float(c.temperature)))
+        if c.top_h is not None:
+            merged.append(TopH(c.top_h))
         if c.top_k is not None and c.top_k != 0:
             merged.append(TopK(c.top_k, min_tokens_to_keep=keep))
         if c.top_p is not None and c.top_p < 1.0:

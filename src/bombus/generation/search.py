@@ -9,26 +9,31 @@ noise (`argmax(p / q)`, q ~ Exp(1)), which is exactly what `torch.multinomial` d
 RNG stream, same tokens — without its validity check's sync.
 
 Outputs follow transformers' layout: `[batch * num_return_sequences, prompt + new]`, rows finished early
-padded with `pad_token_id`.
+padded with `pad_token_id`; with `return_dict_in_generate`, an `Output` with transformers' field names
+(`_Recorder`). Beams reorder the cache in place, moving only the generated slots (`Cache.reorder`).
 """
 
 from __future__ import annotations
 
 import json
 import time
+import warnings
 import weakref
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from ..errors import GenerationError
+from ..output import Output
 from . import config as _config
 from .config import GenerationConfig, Resolved
 from .processors import LogitsProcessor, apply, as_processor_list, build_processors
 
 CAUSAL_LM = "for_causal_language_modeling"
+
+StoppingCriterion = Callable[[torch.Tensor, torch.Tensor], "torch.Tensor | bool"]
 
 
 # ---- public entry points --------------------------------------------------------------------------------
@@ -44,9 +49,14 @@ def generate(
     tokenizer: Any | None = None,
     generator: torch.Generator | None = None,
     token_type_ids: torch.Tensor | None = None,
+    stopping_criteria: StoppingCriterion | Sequence[StoppingCriterion] | None = None,
+    prefix_allowed_tokens_fn: Callable[[int, torch.Tensor], Sequence[int]] | None = None,
+    negative_prompt_ids: torch.Tensor | None = None,
+    negative_prompt_attention_mask: torch.Tensor | None = None,
     **fields: Any,
-) -> torch.Tensor:
-    """Continue each prompt of `input_ids`; returns prompt + new tokens, `[batch * num_return_sequences, T]`.
+) -> torch.Tensor | Output:
+    """Continue each prompt of `input_ids`; returns prompt + new tokens, `[batch * num_return_sequences, T]`
+    (or an `Output` with `return_dict_in_generate=True`).
 
     Args:
         model: a bombus causal LM (`for_causal_language_modeling`; GPT-2 double heads works too).
@@ -64,6 +74,16 @@ def generate(
         tokenizer: needed for `stop_strings` (`get_vocab()`, `decode`, `convert_ids_to_tokens`).
         generator: a `torch.Generator` for sampling (instead of `seed` / the global RNG).
         token_type_ids: optional segment ids of the prompt; new tokens repeat the last one (transformers).
+        stopping_criteria: extra stop conditions, one or a list of callables `(input_ids, scores)` (e.g.
+            transformers `StoppingCriteria`) returning a bool tensor `[rows]` (True: that row is done) or one
+            bool for every row. `input_ids` are the rows so far, newest token last; `scores` the processed
+            scores `[rows, V]` from which each row's newest token was chosen (beam search: of the beam it
+            extends). A done row is padded like a row that hit EOS (only when an EOS token is set, as in
+            transformers; without one it keeps generating until every row is done).
+        prefix_allowed_tokens_fn: `(batch_id, row_ids) -> allowed token ids`: only those can come next
+            (`batch_id` is the row's prompt index; `row_ids` the row so far, a 1-D tensor).
+        negative_prompt_ids, negative_prompt_attention_mask: with `guidance_scale` != 1, the unconditional
+            context `[batch, U]` of classifier-free guidance (default: each row's last prompt token).
         **fields: `GenerationConfig` options by name — `max_new_tokens`, `do_sample`, `num_beams`, `top_p`,
             ... (`GenerationConfig.docs()` lists them with their defaults). Unknown names raise.
 
@@ -74,7 +94,9 @@ def generate(
         GenerationError: unknown or contradictory options, or a prompt that leaves no room to generate.
     """
     run = _Run.prepare(model, input_ids, attention_mask, generation_config, logits_processor, tokenizer,
-                       generator, token_type_ids, fields)
+                       generator, token_type_ids, fields, stopping_criteria=stopping_criteria,
+                       prefix_allowed_tokens_fn=prefix_allowed_tokens_fn, negative_prompt_ids=negative_prompt_ids,
+                       negative_prompt_attention_mask=negative_prompt_attention_mask)
     if streamer is not None and run.cfg.mode in ("beam", "beam_sample"):
         raise GenerationError("a streamer cannot follow beam search (the best beam is known only at the end); "
                               "use num_beams=1")
@@ -103,12 +125,16 @@ def steps(
     logits_processor: LogitsProcessor | Sequence[LogitsProcessor] | None = None,
     tokenizer: Any | None = None,
     generator: torch.Generator | None = None,
+    stopping_criteria: StoppingCriterion | Sequence[StoppingCriterion] | None = None,
+    prefix_allowed_tokens_fn: Callable[[int, torch.Tensor], Sequence[int]] | None = None,
     **fields: Any,
 ) -> Iterator[torch.Tensor]:
     """Lazy `generate`: yields the (expanded) prompt `[batch, T]`, then each step's new tokens `[batch]`,
     on the CPU. Decoding advances only when the next item is requested. Not for beam search."""
+    extras = {k: fields.pop(k, None) for k in ("negative_prompt_ids", "negative_prompt_attention_mask")}
     run = _Run.prepare(model, input_ids, attention_mask, generation_config, logits_processor, tokenizer,
-                       generator, fields.pop("token_type_ids", None), fields)
+                       generator, fields.pop("token_type_ids", None), fields, stopping_criteria=stopping_criteria,
+                       prefix_allowed_tokens_fn=prefix_allowed_tokens_fn, **extras)
     if run.cfg.mode in ("beam", "beam_sample"):
         raise GenerationError("beam search cannot be streamed (the best beam is known only at the end); "
                               "use num_beams=1")
@@ -184,11 +210,14 @@ class _Run:
     eos: torch.Tensor | None  # [E] long, None without EOS
     stop_strings: StopStrings | None
     generator: torch.Generator | None
+    stopping_criteria: list[StoppingCriterion] = field(default_factory=list)
+    recorder: _Recorder | None = None  # return_dict_in_generate
     started: float = field(default_factory=time.monotonic)
 
     @classmethod
     def prepare(cls, model, input_ids, attention_mask, generation_config, logits_processor, tokenizer,
-                generator, token_type_ids, fields) -> _Run:
+                generator, token_type_ids, fields, *, stopping_criteria=None, prefix_allowed_tokens_fn=None,
+                negative_prompt_ids=None, negative_prompt_attention_mask=None) -> _Run:
         if not isinstance(model, torch.nn.Module) or not hasattr(model, "init_cache"):
             raise GenerationError(f"generate needs a bombus model with a KV cache, got {type(model).__name__}")
         arch = getattr(model, "architecture", CAUSAL_LM)
@@ -235,8 +264,19 @@ class _Run:
 
         padded = not bool(mask.all())
         padding_lengths = (mask != 0).int().argmax(dim=1) if padded else None
+        if prefix_allowed_tokens_fn is not None and not callable(prefix_allowed_tokens_fn):
+            raise GenerationError("prefix_allowed_tokens_fn must be a callable (batch_id, input_ids) -> token ids, "
+                                  f"got {type(prefix_allowed_tokens_fn).__name__}")
+        unconditional = None
+        if cfg.guidance_scale != 1:
+            unconditional = _Unconditional.prepare(model, input_ids, negative_prompt_ids,
+                                                   negative_prompt_attention_mask, expand, cfg, vocab_size)
+        elif negative_prompt_ids is not None or negative_prompt_attention_mask is not None:
+            raise GenerationError("negative_prompt_ids is used only by classifier-free guidance: set "
+                                  "guidance_scale (!= 1) too")
         processors = build_processors(cfg, prompt_length=prompt_length, padding_lengths=padding_lengths,
-                                      custom=as_processor_list(logits_processor))
+                                      custom=as_processor_list(logits_processor),
+                                      prefix_allowed_tokens_fn=prefix_allowed_tokens_fn, unconditional=unconditional)
 
         eos = torch.tensor(cfg.eos_token_ids, dtype=torch.long, device=device) if cfg.eos_token_ids else None
         stop = None
@@ -251,7 +291,8 @@ class _Run:
             generator = torch.Generator(device=device).manual_seed(cfg.seed)
         return cls(model=model, cfg=cfg, input_ids=input_ids, attention_mask=mask, positions=positions,
                    token_type_ids=token_type_ids, processors=processors, eos=eos, stop_strings=stop,
-                   generator=generator)
+                   generator=generator, stopping_criteria=_criteria_list(stopping_criteria),
+                   recorder=_Recorder.prepare(cfg))
 
     def decode(self) -> Generator[torch.Tensor, None, torch.Tensor]:
         """The decoding loop of the configured strategy: yields each step's tokens, returns the output."""
@@ -264,15 +305,30 @@ class _Run:
 
     # -- shared pieces ------------------------------------------------------------------------------------
 
-    def finished(self, sequences: torch.Tensor) -> torch.Tensor:
-        """[rows] bool: which rows (each ending with its newest token) hit EOS or a stop string.
+    def finished(self, sequences: torch.Tensor, scores: torch.Tensor | None = None) -> torch.Tensor:
+        """[rows] bool: which rows (each ending with its newest token) hit EOS, a stop string or a stopping
+        criterion (`scores`: the processed scores each newest token was chosen from, for the criteria).
 
         Maximum length and time are handled by the callers (they end every row at once)."""
         last = sequences[:, -1]
         done = torch.isin(last, self.eos) if self.eos is not None else torch.zeros_like(last, dtype=torch.bool)
         if self.stop_strings is not None:
             done = done | self.stop_strings(sequences)
+        for criterion in self.stopping_criteria:
+            done = done | _criterion_result(criterion, criterion(sequences, scores), done)
         return done
+
+    def record(self, logits: torch.Tensor, scores: torch.Tensor) -> None:
+        """Keep a step's raw logits and processed scores when `return_dict_in_generate` asks for them."""
+        if self.recorder is not None:
+            self.recorder.step(logits, scores)
+
+    def output(self, sequences: torch.Tensor, **beam: torch.Tensor) -> torch.Tensor | Output:
+        """What `generate` returns: the ids, or with `return_dict_in_generate` an `Output` (beam search adds
+        `beam_indices` and `sequences_scores`)."""
+        if self.recorder is None:
+            return sequences
+        return self.recorder.output(sequences, **beam)
 
     def out_of_time(self) -> bool:
         return self.cfg.max_time is not None and time.monotonic() - self.started > self.cfg.max_time
@@ -318,12 +374,18 @@ class _Decoder:
         self.model = run.model
         self.cache = run.model.init_cache(rows, length)
         self.types = None if run.token_type_ids is None else run.token_type_ids[:, -1:]
+        # return_dict_in_generate with hidden states / attentions: every forward asks for them and hands them on.
+        recorder = run.recorder
+        self.recorder = recorder if recorder is not None and recorder.model_flags else None
+        self.flags = self.recorder.model_flags if self.recorder is not None else {}
 
     def prefill(self, input_ids, attention_mask, positions, token_type_ids=None, *, hidden: bool = False):
         """Run the prompt; returns the last position's logits (float32) and, if asked, all final hidden states."""
         types = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, cache=self.cache,
-                         logits_to_keep=1, **types)
+                         logits_to_keep=1, **types, **self.flags)
+        if self.recorder is not None:
+            self.recorder.forward(out, input_ids.shape[1])
         logits = out.logits[:, -1].float()
         return (logits, out.hidden_state) if hidden else logits
 
@@ -332,9 +394,147 @@ class _Decoder:
         final hidden state `[rows, H]` if asked. Depends on tensors only: no host syncs, no Python branches
         on values."""
         types = {} if self.types is None else {"token_type_ids": self.types}
-        out = self.model(input_ids=tokens, position_ids=positions, cache=self.cache, logits_to_keep=1, **types)
+        out = self.model(input_ids=tokens, position_ids=positions, cache=self.cache, logits_to_keep=1, **types,
+                         **self.flags)
+        if self.recorder is not None:
+            self.recorder.forward(out, 1)
         logits = out.logits[:, -1].float()
         return (logits, out.hidden_state[:, -1]) if hidden else logits
+
+
+def _criteria_list(stopping_criteria: Any) -> list[StoppingCriterion]:
+    """`stopping_criteria=` of `generate`: None, one callable, or a sequence of them."""
+    if stopping_criteria is None:
+        return []
+    items = [stopping_criteria] if callable(stopping_criteria) else list(stopping_criteria)
+    for item in items:
+        if not callable(item):
+            raise GenerationError("stopping_criteria entries must be callables (input_ids, scores) -> bool tensor "
+                                  f"[rows] or bool, got {type(item).__name__}")
+    return items
+
+
+def _criterion_result(criterion: Any, result: Any, done: torch.Tensor) -> torch.Tensor:
+    """A stopping criterion's answer as `[rows]` bool: a bool (every row) or a bool tensor `[rows]`."""
+    name = getattr(criterion, "__name__", type(criterion).__name__)
+    answer = result
+    if not isinstance(answer, torch.Tensor):
+        try:
+            answer = torch.as_tensor(answer)
+        except (TypeError, ValueError, RuntimeError):
+            answer = None
+    if answer is None or answer.dtype != torch.bool:
+        got = f"a tensor of {result.dtype}" if isinstance(result, torch.Tensor) else type(result).__name__
+        raise GenerationError(f"stopping criterion {name} returned {got}; expected a bool or a bool tensor [rows]")
+    if answer.dim() == 0:
+        return answer.to(done.device).expand_as(done)
+    if answer.shape != done.shape:
+        raise GenerationError(f"stopping criterion {name} returned shape {tuple(answer.shape)}; expected "
+                              f"{tuple(done.shape)} (one bool per row) or a single bool")
+    return answer.to(done.device)
+
+
+class _Recorder:
+    """What `return_dict_in_generate` collects, under transformers' names: per step the processed `scores`
+    and raw `logits` (`[rows, V]`), the model's `hidden_states` and `attentions` (per layer; attentions cut
+    to the cache slots written so far, so they have the reference's shape)."""
+
+    def __init__(self, cfg: Resolved):
+        self.scores: list[torch.Tensor] | None = [] if cfg.output_scores else None
+        self.logits: list[torch.Tensor] | None = [] if cfg.output_logits else None
+        self.hidden_states: list[tuple[torch.Tensor, ...]] | None = [] if cfg.output_hidden_states else None
+        self.attentions: list[tuple[torch.Tensor, ...]] | None = [] if cfg.output_attentions else None
+        self.model_flags = {name: True for name in ("output_hidden_states", "output_attentions") if cfg.values[name]}
+        self.written = 0  # cache slots written so far
+
+    @classmethod
+    def prepare(cls, cfg: Resolved) -> _Recorder | None:
+        wanted = [name for name in ("output_scores", "output_logits", "output_hidden_states", "output_attentions")
+                  if cfg.values[name]]
+        if not cfg.return_dict_in_generate:
+            if wanted:
+                warnings.warn(f"{', '.join(wanted)} have no effect without return_dict_in_generate=True",
+                              stacklevel=4)
+            return None
+        model_outputs = [name for name in wanted if name in ("output_hidden_states", "output_attentions")]
+        if model_outputs and cfg.mode == "contrastive":
+            raise GenerationError(f"{' and '.join(model_outputs)} are not available with contrastive search (its "
+                                  "forward passes run every candidate); use output_scores / output_logits")
+        return cls(cfg)
+
+    def step(self, logits: torch.Tensor, scores: torch.Tensor) -> None:
+        if self.scores is not None:
+            self.scores.append(scores)
+        if self.logits is not None:
+            self.logits.append(logits)
+
+    def forward(self, out: Output, new_tokens: int) -> None:
+        self.written += new_tokens
+        if self.hidden_states is not None:
+            self.hidden_states.append(tuple(out.hidden_states))
+        if self.attentions is not None:
+            self.attentions.append(tuple(a[..., : self.written] for a in out.attentions))
+
+    def output(self, sequences: torch.Tensor, *, beam_indices: torch.Tensor | None = None,
+               sequences_scores: torch.Tensor | None = None) -> Output:
+        out = Output(sequences=sequences)
+        if sequences_scores is not None and self.scores is not None:
+            out.sequences_scores = sequences_scores
+        for name in ("scores", "logits", "hidden_states", "attentions"):
+            values = getattr(self, name)
+            if values is not None:
+                out[name] = tuple(values)
+        if beam_indices is not None:
+            out.beam_indices = beam_indices
+        return out
+
+
+class _Unconditional:
+    """The unconditional branch of classifier-free guidance (transformers' unbatched version): the model on
+    `negative_prompt_ids` (else each row's last prompt token), then on each row's newest token, over its own
+    cache. Like the reference, that cache does not follow beam reordering."""
+
+    def __init__(self, model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, new_tokens: int):
+        self.model = model
+        self.first: tuple[torch.Tensor, torch.Tensor] | None = (ids, mask)
+        self.cache = model.init_cache(ids.shape[0], ids.shape[1] + new_tokens)
+
+    @classmethod
+    def prepare(cls, model, input_ids, negative_ids, negative_mask, expand: int, cfg: Resolved,
+                vocab_size: int | None) -> _Unconditional:
+        device = input_ids.device
+        new_tokens = cfg.max_length - input_ids.shape[1]
+        if negative_ids is None:
+            if negative_mask is not None:
+                raise GenerationError("negative_prompt_attention_mask is given without negative_prompt_ids")
+            ids = input_ids[:, -1:]
+            return cls(model, ids, torch.ones_like(ids), new_tokens)
+        ids = _as_ids(negative_ids).to(device)
+        batch = input_ids.shape[0] // expand
+        if ids.shape[0] != batch:
+            raise GenerationError(f"negative_prompt_ids has {ids.shape[0]} rows but input_ids has {batch}: give one "
+                                  "negative prompt per prompt")
+        if vocab_size is not None and (ids.min() < 0 or ids.max() >= vocab_size):
+            raise GenerationError(f"negative_prompt_ids must lie in [0, {vocab_size}) (the model's vocab_size)")
+        mask = torch.ones_like(ids) if negative_mask is None else torch.as_tensor(negative_mask, device=device).long()
+        if mask.shape != ids.shape:
+            raise GenerationError(f"negative_prompt_attention_mask has shape {tuple(mask.shape)} but "
+                                  f"negative_prompt_ids has {tuple(ids.shape)}; they must match")
+        spec = getattr(model, "spec", None)
+        limit = getattr(spec, "max_positions", None)
+        if limit is not None and ids.shape[1] + new_tokens > limit:
+            raise GenerationError(f"negative prompt ({ids.shape[1]} tokens) + {new_tokens} new tokens exceeds the "
+                                  f"model's max_positions ({limit}); shorten the negative prompt")
+        return cls(model, ids.repeat_interleave(expand, dim=0), mask.repeat_interleave(expand, dim=0), new_tokens)
+
+    def __call__(self, input_ids: torch.Tensor) -> torch.Tensor:
+        if self.first is not None:
+            (ids, mask), self.first = self.first, None
+        else:
+            ids, mask = input_ids[:, -1:], None
+        # No positions given: counted from the cache offset, padding included (as the reference does).
+        out = self.model(input_ids=ids, attention_mask=mask, cache=self.cache, logits_to_keep=1)
+        return out.logits[:, -1].float()
 
 
 # ---- greedy and sampling ------------------------------------------------------------------------------
@@ -359,15 +559,16 @@ def _greedy_or_sample(run: _Run) -> Generator[torch.Tensor, None, torch.Tensor]:
     length = prompt_length
     while True:
         scores = apply(run.processors, sequences[:, :length], logits)
+        run.record(logits, scores)
         tokens = run.select(scores)
         if run.eos is not None:  # finished rows get padding (transformers does this only when EOS is set)
             tokens = torch.where(unfinished, tokens, pad)
         sequences[:, length] = tokens
         length += 1
         yield tokens
-        unfinished &= ~run.finished(sequences[:, :length])
+        unfinished &= ~run.finished(sequences[:, :length], scores)
         if length >= cfg.max_length or run.out_of_time() or not bool(unfinished.any()):  # the one host sync
-            return sequences[:, :length]
+            return run.output(sequences[:, :length])
         logits = decoder.step(tokens[:, None], positions)
         positions = positions + 1
 
@@ -408,6 +609,7 @@ def _contrastive(run: _Run) -> Generator[torch.Tensor, None, torch.Tensor]:
     length = prompt_length
     while True:
         scores = apply(run.processors, sequences[:, :length], logits)
+        run.record(logits, scores)
         top_probs, top_ids = scores.softmax(dim=-1).topk(k, dim=-1)  # [rows, k]
         cand_logits, cand_hidden = decoder.step(top_ids.reshape(-1, 1), positions, hidden=True)
         cand_hidden = cand_hidden.view(rows, k, -1)
@@ -420,15 +622,16 @@ def _contrastive(run: _Run) -> Generator[torch.Tensor, None, torch.Tensor]:
         tokens = top_ids.gather(1, chosen[:, None]).squeeze(1)
         context[:, length] = cand_hidden[torch.arange(rows, device=device), chosen]
         logits = cand_logits.view(rows, k, -1)[torch.arange(rows, device=device), chosen]
-        decoder.cache.reorder((first_of_group + chosen).repeat_interleave(k))
+        # The candidates of a prompt share its prompt slots: only the generated ones (this step's included) move.
+        decoder.cache.reorder((first_of_group + chosen).repeat_interleave(k), prompt_length, length + 1)
         if run.eos is not None:
             tokens = torch.where(unfinished, tokens, pad)
         sequences[:, length] = tokens
         length += 1
         yield tokens
-        unfinished &= ~run.finished(sequences[:, :length])
+        unfinished &= ~run.finished(sequences[:, :length], scores)
         if length >= cfg.max_length or run.out_of_time() or not bool(unfinished.any()):
-            return sequences[:, :length]
+            return run.output(sequences[:, :length])
         positions = positions + 1
 
 
@@ -477,9 +680,10 @@ def _beam_search(run: _Run) -> torch.Tensor:
     length = prompt_length
     batch_offset = torch.arange(batch, device=device).view(-1, 1) * beams
     while True:
-        log_probs = apply(run.processors, flat_running, logits.log_softmax(dim=-1))
-        vocab = log_probs.shape[-1]
-        log_probs = (log_probs.view(batch, beams, vocab) + running_scores[:, :, None]).view(batch, -1)
+        processed = apply(run.processors, flat_running, logits.log_softmax(dim=-1))
+        run.record(logits, processed)
+        vocab = processed.shape[-1]
+        log_probs = (processed.view(batch, beams, vocab) + running_scores[:, :, None]).view(batch, -1)
 
         # The best `keep` continuations over all beams (or `keep` draws without replacement).
         if cfg.do_sample:
@@ -498,7 +702,10 @@ def _beam_search(run: _Run) -> torch.Tensor:
         top_origin[:, :, length - prompt_length] = (top_beam + batch_offset).to(top_origin.dtype)
 
         # Which continuations end here (EOS, stop string, maximum length, time)?
-        ends = run.finished(top_seqs[:, :, : length + 1].reshape(batch * keep, -1)).view(batch, keep)
+        # (Stopping criteria see the scores of the beam each candidate extends.)
+        top_scores = _gather(processed.view(batch, beams, vocab), top_beam).view(batch * keep, vocab) \
+            if run.stopping_criteria else None
+        ends = run.finished(top_seqs[:, :, : length + 1].reshape(batch * keep, -1), top_scores).view(batch, keep)
         if length + 1 >= max_length or run.out_of_time():
             ends = torch.ones_like(ends)
 
@@ -522,7 +729,8 @@ def _beam_search(run: _Run) -> torch.Tensor:
         is_finished = _gather(torch.cat((is_finished, just_finished), dim=1), best)
 
         # The cache follows the beams: row i continues from the row its hypothesis came from.
-        decoder.cache.reorder(running_origin[..., length - prompt_length].reshape(-1).long())
+        # Only the generated slots move: every beam of a prompt holds the same prompt slots.
+        decoder.cache.reorder(running_origin[..., length - prompt_length].reshape(-1).long(), prompt_length, length)
         length += 1
 
         # Can a running beam still beat the worst finished one? (transformers' heuristic per early_stopping)
@@ -544,7 +752,8 @@ def _beam_search(run: _Run) -> torch.Tensor:
     sequences = finished_seqs[:, :n].reshape(batch * n, max_length)
     origin = finished_origin[:, :n].reshape(batch * n, -1)
     generated = int((origin + 1).bool().sum(dim=1).max())
-    return sequences[:, : prompt_length + generated]
+    return run.output(sequences[:, : prompt_length + generated], beam_indices=origin[:, :generated],
+                      sequences_scores=finished_scores[:, :n].reshape(batch * n))
 
 
 def _gather(tensor: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

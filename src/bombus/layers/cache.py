@@ -30,6 +30,8 @@ class Cache:
         self.mask = torch.zeros(batch_size, max_length, dtype=torch.bool, device=device)
         self.offset = torch.zeros((), dtype=torch.long, device=device)
         self.cross: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * num_layers
+        # Scratch buffers of `reorder`, one per distinct shape/dtype (created on first use, then reused).
+        self._scratch: dict[tuple, torch.Tensor] = {}
 
     @property
     def batch_size(self) -> int:
@@ -72,14 +74,36 @@ class Cache:
     def advance(self, length: int) -> None:
         self.offset.add_(length)
 
-    def reorder(self, index: torch.Tensor) -> None:
-        """Reorder rows in place (beam search): row i becomes old row `index[i]`."""
-        for tensors in (self.keys, self.values):
-            for t in tensors:
-                t.copy_(t.index_select(0, index))
-        self.mask.copy_(self.mask.index_select(0, index))
+    def reorder(self, index: torch.Tensor, start: int = 0, stop: int | None = None) -> None:
+        """Reorder rows in place (beam search): row i becomes old row `index[i]` (`[batch]` long).
+
+        Only slots `[start, stop)` are moved (default: all): a caller that knows the rows it exchanges agree
+        elsewhere (beams of one prompt share the prompt's slots; slots past the offset are unused) passes the
+        window where they differ. Each buffer's window is gathered into a scratch buffer of the buffer's
+        shape (allocated on the first call, shared by the layers) and copied back: after the first call no
+        memory is allocated for the self-attention buffers, nothing syncs with the host, and every buffer
+        keeps its address, so a compiled or graph-captured decode step still reads the right memory.
+        """
+        stop = self.max_length if stop is None else stop
+        if not 0 <= start <= stop <= self.max_length:
+            raise InputError(f"reorder window [{start}, {stop}) is not within the cache's {self.max_length} slots")
+        if start < stop:
+            for buffer in (*self.keys, *self.values, self.mask):
+                window = buffer[:, :, start:stop] if buffer.dim() == 4 else buffer[:, start:stop]
+                scratch = self._scratch_like(buffer)
+                scratch = scratch[:, :, : stop - start] if buffer.dim() == 4 else scratch[:, : stop - start]
+                torch.index_select(window, 0, index, out=scratch)
+                window.copy_(scratch)
+        # Cross-attention keys/values (encoder states, written once and never in place) are simply replaced.
         self.cross = [None if c is None else (c[0].index_select(0, index), c[1].index_select(0, index))
                       for c in self.cross]
+
+    def _scratch_like(self, buffer: torch.Tensor) -> torch.Tensor:
+        key = (tuple(buffer.shape), buffer.dtype, buffer.device)
+        scratch = self._scratch.get(key)
+        if scratch is None:
+            scratch = self._scratch[key] = torch.empty_like(buffer, memory_format=torch.contiguous_format)
+        return scratch
 
     def reset(self) -> None:
         """Forget every token, keeping the buffers."""

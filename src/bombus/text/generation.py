@@ -43,6 +43,9 @@ class Generation(Serving):
         if (merged.get("num_return_sequences") or 1) > 1:
             raise ConfigError("generation returns one text per prompt: num_return_sequences must be 1 (call "
                               "model.generate for several)")
+        if merged.get("return_dict_in_generate"):
+            raise ConfigError("generation returns texts: return_dict_in_generate (scores, logits...) is for "
+                              "model.generate")
         self.stream = bool(stream)
         if self.stream and (merged.get("num_beams") or 1) > 1:
             raise ConfigError("stream=True cannot follow beam search (the best beam is known only at the end)")

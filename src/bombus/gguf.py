@@ -31,6 +31,8 @@ from torch import nn
 
 from .checkpoint import _set_tensor
 from .errors import CheckpointError, ConfigError, TokenizerError
+from .tokenizer.byte_level import bytes_to_unicode
+from .tokenizer.vocab import byte_level_bpe
 
 # Tensor types bombus reads: plain floats, and the block types `gguf.dequantize` decodes.
 FLOATS = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
@@ -402,19 +404,6 @@ def _finish(model, path, params, done, kept, tied, dtype, device, unused) -> Non
 
 
 # ---------------------------------------------------------------------------------------------------- tokenizer
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's byte -> printable character table (byte-level BPE spells every token with it)."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    table, extra = {}, 0
-    for b in range(256):
-        if b in printable:
-            table[b] = chr(b)
-        else:
-            table[b] = chr(256 + extra)
-            extra += 1
-    return table
-
-
 # Pre-tokenizer regexes transformers picks by `tokenizer.ggml.pre` (others keep GPT-2's built-in split).
 _LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
                  r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
@@ -460,14 +449,12 @@ def load_tokenizer_data(path: str | Path, reader=None):
     if "tokenizer.chat_template" in meta:
         config["chat_template"] = meta["tokenizer.chat_template"]
     if kind == "gpt2":  # byte-level BPE
-        spelling = _bytes_to_unicode()
+        spelling = bytes_to_unicode()
         alphabet = set(spelling.values())
         vocab = {(t if set(t) <= alphabet else "".join(spelling[b] for b in t.encode("utf-8"))): i
                  for i, t in enumerate(tokens)}
         merges = [tuple(m.split(" ")) for m in meta.get("tokenizer.ggml.merges", [])]
-        backend = tokenizers.Tokenizer(tk_models.BPE(vocab=vocab, merges=merges, dropout=None,
-                                                     continuing_subword_prefix="", end_of_word_suffix="",
-                                                     fuse_unk=False))
+        backend = tokenizers.Tokenizer(byte_level_bpe(vocab, merges))
         split = SPLITS.get(meta.get("tokenizer.ggml.pre"))
         if split is None:
             backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

@@ -27,6 +27,7 @@ import torch
 
 from ..errors import GenerationError
 from ..output import Output
+from ..tokenizer.byte_level import unicode_to_bytes
 from . import config as _config
 from .config import GenerationConfig, Resolved
 from .processors import LogitsProcessor, apply, as_processor_list, build_processors
@@ -811,7 +812,7 @@ def _token_texts(tokenizer: Any) -> tuple[dict[int, Any], bool]:
     if cached is not None and len(cached[0]) == len(vocab):
         return cached
     mode = _decoder_mode(tokenizer)
-    byte_decoder = {c: b for b, c in _bytes_to_unicode().items()} if mode == "byte_level" else None
+    byte_decoder = unicode_to_bytes() if mode == "byte_level" else None
     table: dict[int, Any] = {}
     plain = None
     for token, index in vocab.items():
@@ -891,17 +892,3 @@ def _decoder_mode(tokenizer: Any) -> str | None:
     if '"ByteLevel"' in text:
         return "byte_level"
     return None
-
-
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's byte -> printable character map (byte-level BPE vocabularies are written in it)."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
-        list(range(ord("®"), ord("ÿ") + 1))
-    chars = printable[:]
-    n = 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            chars.append(256 + n)
-            n += 1
-    return dict(zip(printable, (chr(c) for c in chars), strict=True))

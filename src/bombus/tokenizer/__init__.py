@@ -12,7 +12,7 @@ a `tokenizer.json` and the slow files of the same tokenizer load to the same thi
 Modules: `families` (what each family defaults to), `files` (finding a source's files, which family),
 `special_tokens` (reading and registering special and added tokens), `vocab` (the vocabulary model from
 tokenizer.json or the slow files), `pipeline` (normalizer, pre-tokenizer, decoder, post-processor),
-`loading` (`load_tokenizer`), `tokenizer` (the `Tokenizer` class), `inputs` (checking what callers pass),
+`loading` (`load_tokenizer`), `tokenizer` (the `Tokenizer` class and the checks of its inputs),
 `byte_level` (GPT-2's byte alphabet).
 """
 

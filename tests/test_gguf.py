@@ -376,3 +376,18 @@ def test_chat_template_environment_matches_transformers(tmp_path):
             assert ours == ref.apply_chat_template(conversation, chat_template=TEMPLATE, tokenize=False, **options)
     with pytest.raises(bombus.errors.InputError, match="unknown role tool"):
         tok.apply_chat_template([{"role": "tool", "content": "x"}], chat_template=TEMPLATE)
+
+
+def test_header_is_read_once_and_again_when_the_file_changes(tmp_path, monkeypatch):
+    from bombus import gguf as gguf_format
+
+    path, _ = _file(tmp_path, 5, config={"num_hidden_layers": 1})
+    reads = []
+    real_read = gguf_format.read
+    monkeypatch.setattr(gguf_format, "read", lambda p: reads.append(p) or real_read(p))
+    bombus.load_model(path)
+    spec, tok = bombus.load_spec(path), bombus.load_tokenizer(path)
+    assert len(reads) == 1 and spec.num_blocks == 1 and tok.chat_template  # spec and tokenizer: remembered
+    _file(tmp_path, 5, config={"num_hidden_layers": 3})  # the same path, rewritten
+    assert bombus.load_spec(path).num_blocks == 3 and len(reads) == 2
+    assert bombus.load_model(path).spec.num_blocks == 3

@@ -552,10 +552,11 @@ def _load(args: argparse.Namespace, architecture: str | None):
 
     source = args.model or default_model(args.command)
     dtype = getattr(torch, args.dtype) if args.dtype else None
+    model = load_model(source, architecture=architecture, dtype=dtype, device=args.device)
+    # after the model: a GGUF file's header is remembered then, and not parsed again for its spec or tokenizer
     if architecture is not None and load_spec(source).architecture != architecture:
         print(f"bombus {args.command}: {source} is not a {architecture} checkpoint; its new head weights are "
               f"random", file=sys.stderr)
-    model = load_model(source, architecture=architecture, dtype=dtype, device=args.device)
     return model, load_tokenizer(args.tokenizer or source)
 
 

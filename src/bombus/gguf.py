@@ -71,23 +71,32 @@ def _reader_class():
 
         def _get_field_parts(self, orig_offs, raw_type):
             """As `GGUFReader._get_field_parts`, with the same parts, indices and types, but an array of
-            strings (a vocabulary, its merges) read in one loop instead of one recursive call per string,
-            which costs more than the reading (~2x faster loading of a 49k vocabulary)."""
+            strings (a vocabulary, its merges) or of numbers (token types) read in one loop instead of one
+            recursive call per item, which costs more than the reading (~5x faster on a 49k vocabulary)."""
             if raw_type != gguf.GGUFValueType.ARRAY or self.byte_order != "I":
                 return super()._get_field_parts(orig_offs, raw_type)
             raw_itype = self._get(orig_offs, np.uint32)
-            if raw_itype[0] != gguf.GGUFValueType.STRING:
+            item = gguf.GGUFValueType(int(raw_itype[0]))
+            number = self.gguf_scalar_to_np.get(item)
+            if item != gguf.GGUFValueType.STRING and number is None:  # nested arrays
                 return super()._get_field_parts(orig_offs, raw_type)
             alen = self._get(orig_offs + 4, np.uint64)
-            data, lengths = self._data, np.dtype(np.uint64)
-            parts, offs = [raw_itype, alen], orig_offs + 12
-            for _ in range(int(alen[0])):
-                size = int.from_bytes(data[offs:offs + 8], sys.byteorder)
-                parts.append(data[offs:offs + 8].view(lengths))
-                parts.append(data[offs + 8:offs + 8 + size])
-                offs += 8 + size
-            types = [gguf.GGUFValueType.ARRAY] + ([gguf.GGUFValueType.STRING] if alen[0] else [])
-            return offs - orig_offs, parts, list(range(3, len(parts), 2)), types
+            count, offs = int(alen[0]), orig_offs + 12
+            parts = [raw_itype, alen]
+            if number is not None:  # one 1-item view per number, as the stock reader makes them
+                values = self._get(offs, number, count)
+                parts += [values[i:i + 1] for i in range(count)]
+                offs += int(values.nbytes)
+            else:  # a length and the bytes of each string
+                data, lengths = self._data, np.dtype(np.uint64)
+                for _ in range(count):
+                    size = int.from_bytes(data[offs:offs + 8], sys.byteorder)
+                    parts.append(data[offs:offs + 8].view(lengths))
+                    parts.append(data[offs + 8:offs + 8 + size])
+                    offs += 8 + size
+            step = 1 if number is not None else 2
+            types = [gguf.GGUFValueType.ARRAY] + ([item] if count else [])
+            return offs - orig_offs, parts, list(range(2 + step - 1, len(parts), step)), types
 
     return Reader
 

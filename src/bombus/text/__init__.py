@@ -22,7 +22,7 @@ from .zero_shot_classification import ZeroShotClassification, zero_shot_classifi
 
 __all__ = [
     "Chat", "FillMask", "Generation", "MultipleChoice", "QuestionAnswering", "Request", "SemanticSearch", "Serving",
-    "TextClassification", "TextEmbedding", "TokenClassification", "ZeroShotClassification", "embedding_options",
-    "chat", "fill_mask", "generation", "multiple_choice", "question_answering", "semantic_search", "text_classification",
-    "text_embedding", "token_classification", "zero_shot_classification",
+    "TextClassification", "TextEmbedding", "TokenClassification", "ZeroShotClassification", "chat",
+    "embedding_options", "fill_mask", "generation", "multiple_choice", "question_answering", "semantic_search",
+    "text_classification", "text_embedding", "token_classification", "zero_shot_classification",
 ]

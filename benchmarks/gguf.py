@@ -9,6 +9,9 @@ the prompt (it is (T(new) - T(1)) / (new - 1) tokens per row).
 
     .venv/bin/python benchmarks/gguf.py [--repeats 3] [--threads 1 2] [--new-tokens 64] [--engines ...]
 
+The llama.cpp column needs llama-cpp-python: `.venv/bin/pip install -c constraints.txt -e ".[bench]"` (it
+builds llama.cpp from source: 10+ minutes on 2 cores; `CMAKE_ARGS="-DGGML_NATIVE=ON"` tunes it to the CPU).
+
 OpenMP's wait policy decides the 2-thread numbers on these shared 2-core machines. With the default
 (spinning) policy, every parallel region waits for a time slice whenever another process holds the other
 core: a bombus int4 decode step measured 14 ms on 1 thread, 1.9 s on 2 threads. `--omp-wait passive` avoids
@@ -51,13 +54,14 @@ def timed(fn):
     return out, time.perf_counter() - start
 
 result = {}
-if engine == "llama.cpp":  # untested here (not installed on these machines); counts the tokens it made
+if engine == "llama.cpp":  # llama-cpp-python (the `bench` extra): batch 1 only
     from llama_cpp import Llama
-    llm, result["load_s"] = timed(lambda: Llama(model_path=path, n_threads=threads, n_ctx=512, verbose=False))
+    llm, result["load_s"] = timed(lambda: Llama(model_path=path, n_threads=threads, n_threads_batch=threads,
+                                                n_ctx=512, verbose=False))
     def run(n):
         llm.reset()
         out = llm.create_chat_completion([{"role": "user", "content": prompts[0]}], max_tokens=n, temperature=0.0,
-                                         top_k=1)
+                                         top_k=1, logit_bias={llm.token_eos(): -1e9})  # EOS off, as for the others
         return out["usage"]["completion_tokens"]
     run(2)
     _, one = timed(lambda: run(1))
@@ -181,15 +185,22 @@ def table(results: dict[str, list[dict]], engines: list[str]) -> None:
             values = [r[key] for r in runs if key in r]
             cells.append(fmt.format(statistics.median(values)) if values else "n/a")
         print(f"| {engine} | " + " | ".join(cells) + " |")
-    base = results.get("transformers")
+    for reference in ("transformers", "llama.cpp"):
+        ratios(results, engines, reference)
+
+
+def ratios(results: dict[str, list[dict]], engines: list[str], reference: str) -> None:
+    """Each bombus engine's medians over `reference`'s: decode b1/b8 (higher is better), load time (lower)."""
+    base = results.get(reference)
     if base:
         for engine in engines:
-            if engine != "transformers":
-                ratios = {k: statistics.median(r[k] for r in results[engine]) / statistics.median(r[k] for r in base)
-                          for k in ("b1_tok_s", "b8_tok_s", "load_s") if all(k in r for r in results[engine])}
-                print(f"{engine} vs transformers: " + ", ".join(
-                    f"{name} {ratios[k]:.2f}x" for k, name in (("b1_tok_s", "decode b1"), ("b8_tok_s", "decode b8"),
-                                                              ("load_s", "load time")) if k in ratios))
+            if engine.startswith("bombus"):
+                found = {k: statistics.median(r[k] for r in results[engine]) / statistics.median(r[k] for r in base)
+                         for k in ("b1_tok_s", "b8_tok_s", "load_s")
+                         if all(k in r for r in results[engine]) and all(k in r for r in base)}
+                print(f"{engine} vs {reference}: " + ", ".join(
+                    f"{name} {found[k]:.2f}x" for k, name in (("b1_tok_s", "decode b1"), ("b8_tok_s", "decode b8"),
+                                                             ("load_s", "load time")) if k in found))
 
 
 if __name__ == "__main__":

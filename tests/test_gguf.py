@@ -376,3 +376,35 @@ def test_chat_template_environment_matches_transformers(tmp_path):
             assert ours == ref.apply_chat_template(conversation, chat_template=TEMPLATE, tokenize=False, **options)
     with pytest.raises(bombus.errors.InputError, match="unknown role tool"):
         tok.apply_chat_template([{"role": "tool", "content": "x"}], chat_template=TEMPLATE)
+
+
+def test_header_is_read_once_and_again_when_the_file_changes(tmp_path, monkeypatch):
+    from bombus import gguf as gguf_format
+
+    path, _ = _file(tmp_path, 5, config={"num_hidden_layers": 1})
+    reads = []
+    real_read = gguf_format.read
+    monkeypatch.setattr(gguf_format, "read", lambda p: reads.append(p) or real_read(p))
+    bombus.load_model(path)
+    spec, tok = bombus.load_spec(path), bombus.load_tokenizer(path)
+    assert len(reads) == 1 and spec.num_blocks == 1 and tok.chat_template  # spec and tokenizer: remembered
+    _file(tmp_path, 5, config={"num_hidden_layers": 3})  # the same path, rewritten
+    assert bombus.load_spec(path).num_blocks == 3 and len(reads) == 2
+    assert bombus.load_model(path).spec.num_blocks == 3
+
+
+@pytest.mark.parametrize("tokenizer", ["gpt2", "llama"])
+def test_reader_parses_like_the_gguf_package(tmp_path, tokenizer):
+    """bombus reads string arrays (vocabularies, merges) in one loop: every field as `gguf.GGUFReader` has it."""
+    from bombus.gguf import read
+
+    vocab = VOCAB if tokenizer == "gpt2" else len(sentencepiece_vocabulary()[0])
+    path, _ = _file(tmp_path, 6, tokenizer=tokenizer, vocab_size=vocab)
+    stock, ours = gguf.GGUFReader(path), read(path)
+    assert list(stock.fields) == list(ours.fields)
+    for name, field in stock.fields.items():
+        mine = ours.fields[name]
+        assert (mine.offset, list(mine.data), mine.types) == (field.offset, list(field.data), field.types), name
+        assert [(p.dtype, p.tolist()) for p in mine.parts] == [(p.dtype, p.tolist()) for p in field.parts], name
+        assert mine.contents() == field.contents(), name
+    assert [(t.name, t.data_offset) for t in ours.tensors] == [(t.name, t.data_offset) for t in stock.tensors]

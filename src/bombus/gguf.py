@@ -71,6 +71,35 @@ def _reader_class():
             count = int(count)
             return self._data[offset:offset + np.dtype(dtype).itemsize * count].view(dtype)[:count]
 
+        def _get_field_parts(self, orig_offs, raw_type):
+            """As `GGUFReader._get_field_parts`, with the same parts, indices and types, but an array of
+            strings (a vocabulary, its merges) or of numbers (token types) read in one loop instead of one
+            recursive call per item, which costs more than the reading (~5x faster on a 49k vocabulary)."""
+            if raw_type != gguf.GGUFValueType.ARRAY or self.byte_order != "I":
+                return super()._get_field_parts(orig_offs, raw_type)
+            raw_itype = self._get(orig_offs, np.uint32)
+            item = gguf.GGUFValueType(int(raw_itype[0]))
+            number = self.gguf_scalar_to_np.get(item)
+            if item != gguf.GGUFValueType.STRING and number is None:  # nested arrays
+                return super()._get_field_parts(orig_offs, raw_type)
+            alen = self._get(orig_offs + 4, np.uint64)
+            count, offs = int(alen[0]), orig_offs + 12
+            parts = [raw_itype, alen]
+            if number is not None:  # one 1-item view per number, as the stock reader makes them
+                values = self._get(offs, number, count)
+                parts += [values[i:i + 1] for i in range(count)]
+                offs += int(values.nbytes)
+            else:  # a length and the bytes of each string
+                data, lengths = self._data, np.dtype(np.uint64)
+                for _ in range(count):
+                    size = int.from_bytes(data[offs:offs + 8], sys.byteorder)
+                    parts.append(data[offs:offs + 8].view(lengths))
+                    parts.append(data[offs + 8:offs + 8 + size])
+                    offs += 8 + size
+            step = 1 if number is not None else 2
+            types = [gguf.GGUFValueType.ARRAY] + ([item] if count else [])
+            return offs - orig_offs, parts, list(range(2 + step - 1, len(parts), step)), types
+
     return Reader
 
 
@@ -94,6 +123,27 @@ def read(path: str | Path):
 def metadata(reader) -> dict[str, Any]:
     """The metadata as plain Python values (token lists included)."""
     return {name: field.contents() for name, field in reader.fields.items() if not name.startswith("GGUF.")}
+
+
+# The header of the GGUF file read last: loading a model, its spec and its tokenizer then parses the file once
+# (the reader parses every string of the vocabulary: ~1 s for a 49k vocabulary, more on a busy machine).
+_HEADER: tuple = (None, {}, frozenset())  # (file key, metadata, tensor names), replaced whole (thread-safe)
+
+
+def header(path: str | Path, reader=None) -> tuple[dict[str, Any], frozenset[str]]:
+    """`(metadata, tensor names)` of the GGUF file at `path`, from `reader` when given, else remembered from
+    the last time this file (same size and modification time) was read, else read now."""
+    global _HEADER
+    path = Path(path)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    remembered = _HEADER
+    if reader is None and remembered[0] == key:
+        return dict(remembered[1]), remembered[2]
+    reader = reader if reader is not None else read(path)
+    meta, tensors = metadata(reader), frozenset(t.name for t in reader.tensors)
+    _HEADER = (key, meta, tensors)
+    return dict(meta), tensors
 
 
 def gguf_path(source: str | os.PathLike, gguf_file: str | None = None, *, revision: str | None = None,
@@ -151,14 +201,13 @@ def load_spec(path: str | Path, architecture: str | None = None, *, reader=None,
     from .models import family
     from .spec import configure
 
-    reader = reader if reader is not None else read(path)
-    meta = metadata(reader)
+    meta, tensors = header(path, reader)
     arch = meta.get("general.architecture")
     if arch not in ARCHITECTURES:
         raise ConfigError(f"{path}: GGUF architecture {arch!r} is not supported; bombus reads: "
                           f"{', '.join(ARCHITECTURES)}")
     model_type, to_config = ARCHITECTURES[arch]
-    config = to_config(meta, {t.name for t in reader.tensors}, arch)
+    config = to_config(meta, tensors, arch)
     cls = family(model_type).spec_class
     return configure(cls.from_hf_config(config, architecture=architecture or "for_causal_language_modeling"),
                      **options)
@@ -436,8 +485,7 @@ def load_tokenizer_data(path: str | Path, reader=None):
     from tokenizers import AddedToken, Regex, decoders, pre_tokenizers
     from tokenizers import models as tk_models
 
-    reader = reader if reader is not None else read(path)
-    meta = metadata(reader)
+    meta, _ = header(path, reader)
     kind = meta.get("tokenizer.ggml.model")
     tokens = meta.get("tokenizer.ggml.tokens")
     if not tokens:

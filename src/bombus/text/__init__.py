@@ -9,6 +9,7 @@ Every serving shares a runtime (`Serving`): `batch_size`, `sequence_length` (an 
 `truncate`, `batch_timeout_ms`; calls from many threads at once are gathered into batches.
 """
 
+from .chat import Chat, chat
 from .fill_mask import FillMask, fill_mask
 from .generation import Generation, generation
 from .multiple_choice import MultipleChoice, multiple_choice
@@ -20,8 +21,8 @@ from .token_classification import TokenClassification, token_classification
 from .zero_shot_classification import ZeroShotClassification, zero_shot_classification
 
 __all__ = [
-    "FillMask", "Generation", "MultipleChoice", "QuestionAnswering", "Request", "SemanticSearch", "Serving",
-    "TextClassification", "TextEmbedding", "TokenClassification", "ZeroShotClassification", "embedding_options",
-    "fill_mask", "generation", "multiple_choice", "question_answering", "semantic_search", "text_classification",
-    "text_embedding", "token_classification", "zero_shot_classification",
+    "Chat", "FillMask", "Generation", "MultipleChoice", "QuestionAnswering", "Request", "SemanticSearch", "Serving",
+    "TextClassification", "TextEmbedding", "TokenClassification", "ZeroShotClassification", "chat",
+    "embedding_options", "fill_mask", "generation", "multiple_choice", "question_answering", "semantic_search",
+    "text_classification", "text_embedding", "token_classification", "zero_shot_classification",
 ]

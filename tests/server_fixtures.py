@@ -24,8 +24,9 @@ CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n
 SRC = Path(__file__).resolve().parent.parent / "src"
 
 
-def build_models(root: Path) -> dict[str, Path]:
-    """A causal LM (LLaMA, GPT-2's vocabulary, chat template) and BERT models for every encoder task."""
+def build_models(root: Path, only: tuple[str, ...] | None = None) -> dict[str, Path]:
+    """A causal LM "tiny-lm" (LLaMA, GPT-2's vocabulary, chat template) and BERT models for every encoder task
+    ("tiny-embed", "tiny-mlm", "tiny-nli", "tiny-ner", "tiny-qa"); `only` builds just these."""
     import transformers as T
 
     root.mkdir(parents=True, exist_ok=True)
@@ -44,6 +45,8 @@ def build_models(root: Path) -> dict[str, Path]:
             {"tokenizer_class": "GPT2Tokenizer", "eos_token": "<|endoftext|>", "bos_token": "<|endoftext|>",
              "chat_template": CHAT_TEMPLATE}))
         out["tiny-lm"] = folder
+        if only is not None and set(only) <= {"tiny-lm"}:
+            return out
         common = dict(vocab_size=30522, max_position_embeddings=128, hidden_size=16, num_hidden_layers=2,
                       num_attention_heads=2, intermediate_size=32)
         heads = {"tiny-embed": ("BertModel", {}), "tiny-mlm": ("BertForMaskedLM", {}),

@@ -221,6 +221,7 @@ class Engine:
         self.offset = 0  # the cache's offset, kept on the host too (no device sync to read it)
         self.waiting: deque[Sequence] = deque()
         self.steps = 0
+        self.compactions = 0
         self._condition = threading.Condition()
         self._closing = False
         self._thread = threading.Thread(target=self._loop, name=f"bombus-engine-{name}", daemon=True)
@@ -313,6 +314,7 @@ class Engine:
             if row is None:  # a free row's slots hold nothing worth keeping
                 self.cache.mask[i] = False
         self.offset = self.cache.compact()
+        self.compactions += 1
         log.debug("engine %s: compacted the cache to offset %d", self.name, self.offset)
 
     def _emit(self, sequence: Sequence, event: Event) -> None:

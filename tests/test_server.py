@@ -320,6 +320,10 @@ def test_request_ids_and_metrics(server, client):
                  "bombus_batch_size_bucket{", "bombus_tokens_per_second{", "bombus_generated_tokens_total{",
                  "bombus_request_latency_seconds_bucket{", "bombus_time_to_first_token_seconds_bucket{"):
         assert name in text, name
+    assert 'bombus_batch_size_count{kind="embed",model="tiny-embed"}' in text or \
+        'bombus_batch_size_count{model="tiny-embed",kind="embed"}' in text
+    assert 'bombus_batch_size_count{model="tiny-lm",kind="decode"}' in text or \
+        'bombus_batch_size_count{kind="decode",model="tiny-lm"}' in text
     generated = [line for line in text.splitlines() if line.startswith('bombus_generated_tokens_total{model="tiny-lm"}')]
     assert float(generated[0].split()[-1]) >= 3
 

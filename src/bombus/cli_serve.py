@@ -7,7 +7,7 @@ import logging
 import os
 from typing import Any
 
-from .cli_tasks import _positive_int
+from .cli_tasks import _lengths, _positive_int
 from .errors import ConfigError
 
 
@@ -29,6 +29,8 @@ def add_serve(commands) -> None:
                    "(default: min(model max_positions, 2048))")
     p.add_argument("--max-queue", type=_positive_int, default=256, help="waiting requests before 503")
     p.add_argument("--batch-size", type=_positive_int, default=16, help="encoder task batch size")
+    p.add_argument("--sequence-length", type=_lengths, metavar="N[,N...]",
+                   help="encoder tasks: pad to this length or the smallest of these buckets (default: longest input)")
     p.add_argument("--max-body-bytes", type=_positive_int, default=4 * 1024 * 1024)
     p.add_argument("--device", default="cpu", help="cpu, cuda, ...")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="weights dtype (default float32)")
@@ -39,7 +41,7 @@ def add_serve(commands) -> None:
 def server_options(args: argparse.Namespace) -> dict[str, Any]:
     """The `create_app` options from the command line."""
     return {"max_batch_size": args.max_batch_size, "max_length": args.max_length, "max_queue": args.max_queue,
-            "batch_size": args.batch_size, "max_body_bytes": args.max_body_bytes, "device": args.device,
+            "batch_size": args.batch_size, "sequence_length": args.sequence_length, "max_body_bytes": args.max_body_bytes, "device": args.device,
             "dtype": args.dtype}
 
 

@@ -14,8 +14,9 @@ and a seeded sampled request equals `model.generate(..., do_sample=True, seed=se
 last float bits of batched matrix products: see `window`).
 
 The decode step is `model(input_ids, position_ids, cache=view)` over `RowCache.view(rows, slots)`: the rows up
-to the last one in use and, by default, every slot (a fixed shape, so a row's attention is computed the same
-way whatever the other rows hold); a function of tensors only.
+to the last one in use (a whole number of `row_multiple`) and the slots in use (rounded up to `window`); a
+function of tensors only. On the CPU its attention takes the eager path, which, unlike PyTorch's fused
+kernel, computes a row the same way whatever the other rows hold (see `attention`).
 """
 
 from __future__ import annotations
@@ -193,14 +194,20 @@ class Engine:
       its `max_new_tokens` must fit.
     - `max_queue` [256]: requests waiting for a slot beyond this are refused (`QueueFull`).
     - `prefill_batch` [4]: the most waiting requests prefilled (one by one) before the next decode step.
-    - `window` [None: every slot]: attend over the slots in use rounded up to a multiple of this instead;
-      faster for long caches, but the attention's float rounding then depends on the other rows' lengths.
+    - `window` [64]: the decode step attends over the slots in use rounded up to a multiple of this (None: over
+      every slot). A row's slots past its own length are masked and add exact zeros in the eager attention.
+    - `row_multiple` [4]: decode steps run a multiple of this many rows (free ones decode a dummy token). CPU
+      matrix products (MKL) work on tiles of 4 rows and round the rows of a partial tile differently; with
+      whole tiles, a request alone computes bit for bit what it computes in any batch.
+    - `attention` ["eager" on CPU, "sdpa" elsewhere]: the decode step's attention. PyTorch's fused CPU kernel
+      rounds a row differently depending on the other rows; the eager path (matmul, softmax, matmul) does
+      not, so on the CPU greedy output is identical whatever else is in the batch.
     - `observer`: an object with `batch(kind, size)` and `tokens(count)` (metrics), or None.
     """
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, *, max_batch_size: int = 32,
                  max_length: int | None = None, max_queue: int = 256, prefill_batch: int = 4,
-                 window: int | None = None,
+                 window: int | None = 64, row_multiple: int = 4, attention: str | None = None,
                  observer: Any = None, name: str = "model"):
         from ..generation.search import _model_generation_config
 
@@ -216,6 +223,10 @@ class Engine:
         self.max_queue = max_queue
         self.prefill_batch = prefill_batch
         self.window = window
+        self.row_multiple = row_multiple
+        if attention not in (None, "eager", "sdpa"):
+            raise InputError(f"attention must be 'eager' or 'sdpa', got {attention!r}")
+        self.eager = (attention or ("eager" if self.device.type == "cpu" else "sdpa")) == "eager"
         self.observer = observer
         self.defaults = _model_generation_config(model)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -354,6 +365,7 @@ class Engine:
     def _step(self) -> None:
         """One decode step for every row in use."""
         used = max(i for i, r in enumerate(self.rows) if r is not None) + 1
+        used = min(self.max_batch_size, math.ceil(used / self.row_multiple) * self.row_multiple)
         slots = self.max_length
         if self.window:
             longest = max(r.position for r in self.rows if r is not None) + 1
@@ -363,7 +375,9 @@ class Engine:
         positions = torch.tensor([[r.position if r is not None else 0] for r in self.rows[:used]],
                                  device=self.device)
         # Free rows inside the view decode a dummy token into their slot 0; it is rewritten when taken.
-        logits = self.model(input_ids=tokens, position_ids=positions, cache=view, logits_to_keep=1).logits[:, -1]
+        # output_attentions selects the eager attention path (the weights themselves are dropped).
+        logits = self.model(input_ids=tokens, position_ids=positions, cache=view, logits_to_keep=1,
+                            output_attentions=self.eager).logits[:, -1]
         logits = logits.float()
         self.steps += 1
         if self.observer is not None:

@@ -37,9 +37,10 @@ from .registry import TASK_ROUTES, ServedModel, parse_model_argument
 
 log = logging.getLogger("bombus.serve")
 
-ENGINE_OPTIONS = ("max_batch_size", "max_length", "max_queue", "prefill_batch", "window")
-DEFAULTS = {"max_batch_size": 32, "max_length": None, "max_queue": 256, "prefill_batch": 4, "window": None,
-            "batch_size": 16, "batch_timeout_ms": 5.0, "max_body_bytes": 4 * 1024 * 1024, "device": None,
+ENGINE_OPTIONS = ("max_batch_size", "max_length", "max_queue", "prefill_batch", "window", "row_multiple",
+                  "attention")
+DEFAULTS = {"max_batch_size": 32, "max_length": None, "max_queue": 256, "prefill_batch": 4, "window": 64, "row_multiple": 4, "attention": None,
+            "batch_size": 16, "batch_timeout_ms": 5.0, "sequence_length": None, "max_body_bytes": 4 * 1024 * 1024, "device": None,
             "dtype": None, "retry_after": 1}
 DEFAULT_NAMES = {"generate": "SmolLM2-135M-Instruct", "embed": "all-MiniLM-L6-v2"}
 
@@ -67,7 +68,7 @@ class Server:
 
             dtype = getattr(torch, dtype)
         engine = {k: self.options[k] for k in ENGINE_OPTIONS}
-        runtime = {"batch_size": self.options["batch_size"], "batch_timeout_ms": self.options["batch_timeout_ms"]}
+        runtime = {k: self.options[k] for k in ("batch_size", "batch_timeout_ms", "sequence_length")}
         self.models: dict[str, ServedModel] = {}
         try:
             for argument in (models if models else default_models()):
@@ -120,7 +121,8 @@ def create_app(models: list[str] | None = None, *, api_key: str | None = None, *
 
     Options: `max_batch_size` [32] generation slots per model, `max_length` [min(max_positions, 2048)] tokens per
     slot (prompt + completion), `max_queue` [256] requests waiting for a slot before 503, `prefill_batch` [4],
-    `window` [None] (see `Engine`); `batch_size` [16] and `batch_timeout_ms` [5.0] of the encoder servings;
+    `window` [64], `row_multiple` [4], `attention` [eager on CPU] (see `Engine`); `batch_size` [16], `batch_timeout_ms` [5.0] and `sequence_length` [None: each batch
+    padded to its longest input; an int or bucket lengths] of the encoder servings;
     `max_body_bytes` [4 MiB] (413 beyond); `device`, `dtype` of the models; `retry_after` [1] seconds.
     """
     server = Server(models, api_key, options)

@@ -84,6 +84,7 @@ class ServedModel:
             raise ConfigError(f"{source}: bombus serve has no task for architecture {self.model.architecture!r}")
         self.created = int(time.time())
         self.runtime = runtime
+        self.metrics = metrics
         self.engine = None
         if "completions" in self.tasks:
             from .engine import Engine
@@ -134,6 +135,9 @@ class ServedModel:
                 serving = factory(self.model, self.tokenizer, **embedding, **self.runtime)
         else:
             serving = factory(self.model, self.tokenizer, **options, **self.runtime)
+        inner = getattr(serving, "embedder", serving)  # SemanticSearch wraps a TextEmbedding
+        if self.metrics is not None and getattr(inner, "batcher", None) is not None:
+            inner.batcher.on_batch = self.metrics.batch_size.labels(self.name, task).observe
         with self._lock:
             self._servings[key] = serving
             while len(self._servings) > self.max_servings:

@@ -160,3 +160,37 @@ def test_limits_and_queue(lm):
         gate.set()
     finally:
         engine.close()
+
+
+def test_a_row_computes_bit_for_bit_what_it_computes_alone(lm):
+    """Log-probabilities (not just tokens) are identical for the same request alone, twice in one batch, and
+    joining at different steps: a row's arithmetic does not depend on the other rows."""
+    _, model, tokenizer = lm
+    rng = random.Random(5)
+    prompts = [[rng.randrange(EOS) for _ in range(rng.randint(2, 25))] for _ in range(5)]
+    options = SamplingOptions(max_new_tokens=30, temperature=0.0, logprobs=0, ignore_eos=True)
+    engine = Engine(model, tokenizer, max_batch_size=8, max_length=96)
+    try:
+        def logprobs(requests):
+            collected: dict[int, list] = {}
+            finished = threading.Event()
+
+            def handler(i):
+                def on_event(event):
+                    collected.setdefault(i, []).extend((t.id, t.logprob) for t in event.tokens)
+                    if event.finish_reason and sum(len(v) for v in collected.values()) == 30 * len(requests):
+                        finished.set()
+                return on_event
+
+            for i, prompt in enumerate(requests):
+                engine.submit(prompt, options, handler(i))
+                time.sleep(rng.random() * 0.02)
+            assert finished.wait(120)
+            return [collected[i] for i in range(len(requests))]
+
+        together = logprobs(prompts + prompts[::-1])
+        for i, prompt in enumerate(prompts):
+            alone = logprobs([prompt])[0]
+            assert together[i] == alone and together[len(together) - 1 - i] == alone  # exact floats
+    finally:
+        engine.close()

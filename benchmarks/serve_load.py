@@ -282,7 +282,8 @@ def main() -> None:
             for key, r in greedy.items():
                 alone = send(url, r.kind, {**json.loads(key), "stream": False})
                 mismatched += alone.text != r.text
-            same = all(r.text == greedy[_key(r.body)].text for r in complete if r.kind != "embedding" and r.body.get("temperature") == 0)
+            same = all(r.text == greedy[_key(r.body)].text for r in complete
+                       if r.kind != "embedding" and r.body.get("temperature") == 0)
             print(f"greedy requests checked alone: {len(greedy)} distinct, {mismatched} differ; "
                   f"repeats within the load identical: {same}")
             if mismatched or not same:

@@ -56,7 +56,8 @@ def build_models(root: Path, only: tuple[str, ...] | None = None) -> dict[str, P
         for seed, (name, (cls, labels)) in enumerate(heads.items()):
             extra = {"id2label": labels, "label2id": {v: k for k, v in labels.items()}} if labels else {}
             folder = root / name
-            _randomised(getattr(T, cls)(T.BertConfig(**common, **extra)), seed=10 + seed, std=0.5).save_pretrained(folder)
+            model = _randomised(getattr(T, cls)(T.BertConfig(**common, **extra)), seed=10 + seed, std=0.5)
+            model.save_pretrained(folder)
             for file in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
                 shutil.copy(MINILM / file, folder / file)
             out[name] = folder

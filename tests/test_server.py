@@ -324,7 +324,8 @@ def test_request_ids_and_metrics(server, client):
         'bombus_batch_size_count{model="tiny-embed",kind="embed"}' in text
     assert 'bombus_batch_size_count{model="tiny-lm",kind="decode"}' in text or \
         'bombus_batch_size_count{kind="decode",model="tiny-lm"}' in text
-    generated = [line for line in text.splitlines() if line.startswith('bombus_generated_tokens_total{model="tiny-lm"}')]
+    generated = [line for line in text.splitlines()
+                 if line.startswith('bombus_generated_tokens_total{model="tiny-lm"}')]
     assert float(generated[0].split()[-1]) >= 3
 
 
@@ -484,8 +485,9 @@ def test_defaults_serve_smollm_and_minilm():
     try:
         client = openai.OpenAI(base_url=srv.url + "/v1", api_key="none", max_retries=0, timeout=120)
         assert {m.id for m in client.models.list().data} == {"SmolLM2-135M-Instruct", "all-MiniLM-L6-v2"}
+        question = [{"role": "user", "content": "What is the capital of France?"}]
         answer = client.chat.completions.create(model="SmolLM2-135M-Instruct", max_tokens=12, temperature=0,
-                                                messages=[{"role": "user", "content": "What is the capital of France?"}])
+                                                messages=question)
         assert "Paris" in answer.choices[0].message.content
         vectors = client.embeddings.create(model="all-MiniLM-L6-v2", input=["a cat", "a kitten", "tax law"],
                                            encoding_format="float").data

@@ -41,8 +41,8 @@ def add_serve(commands) -> None:
 def server_options(args: argparse.Namespace) -> dict[str, Any]:
     """The `create_app` options from the command line."""
     return {"max_batch_size": args.max_batch_size, "max_length": args.max_length, "max_queue": args.max_queue,
-            "batch_size": args.batch_size, "sequence_length": args.sequence_length, "max_body_bytes": args.max_body_bytes, "device": args.device,
-            "dtype": args.dtype}
+            "batch_size": args.batch_size, "sequence_length": args.sequence_length,
+            "max_body_bytes": args.max_body_bytes, "device": args.device, "dtype": args.dtype}
 
 
 def run_serve(args: argparse.Namespace) -> int:

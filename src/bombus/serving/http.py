@@ -39,9 +39,9 @@ log = logging.getLogger("bombus.serve")
 
 ENGINE_OPTIONS = ("max_batch_size", "max_length", "max_queue", "prefill_batch", "window", "row_multiple",
                   "attention")
-DEFAULTS = {"max_batch_size": 32, "max_length": None, "max_queue": 256, "prefill_batch": 4, "window": 64, "row_multiple": 4, "attention": None,
-            "batch_size": 16, "batch_timeout_ms": 5.0, "sequence_length": None, "max_body_bytes": 4 * 1024 * 1024, "device": None,
-            "dtype": None, "retry_after": 1}
+DEFAULTS = {"max_batch_size": 32, "max_length": None, "max_queue": 256, "prefill_batch": 4, "window": 64,
+            "row_multiple": 4, "attention": None, "batch_size": 16, "batch_timeout_ms": 5.0, "sequence_length": None,
+            "max_body_bytes": 4 * 1024 * 1024, "device": None, "dtype": None, "retry_after": 1}
 DEFAULT_NAMES = {"generate": "SmolLM2-135M-Instruct", "embed": "all-MiniLM-L6-v2"}
 
 
@@ -121,9 +121,9 @@ def create_app(models: list[str] | None = None, *, api_key: str | None = None, *
 
     Options: `max_batch_size` [32] generation slots per model, `max_length` [min(max_positions, 2048)] tokens per
     slot (prompt + completion), `max_queue` [256] requests waiting for a slot before 503, `prefill_batch` [4],
-    `window` [64], `row_multiple` [4], `attention` [eager on CPU] (see `Engine`); `batch_size` [16], `batch_timeout_ms` [5.0] and `sequence_length` [None: each batch
-    padded to its longest input; an int or bucket lengths] of the encoder servings;
-    `max_body_bytes` [4 MiB] (413 beyond); `device`, `dtype` of the models; `retry_after` [1] seconds.
+    `window` [64], `row_multiple` [4], `attention` [eager on CPU] (see `Engine`); `batch_size` [16],
+    `batch_timeout_ms` [5.0] and `sequence_length` [None: each batch padded to its longest input; an int or
+    bucket lengths] of the encoder servings; `max_body_bytes` [4 MiB] (413 beyond); `device`, `dtype` of the models; `retry_after` [1] seconds.
     """
     server = Server(models, api_key, options)
 

@@ -194,3 +194,23 @@ def test_a_row_computes_bit_for_bit_what_it_computes_alone(lm):
             assert together[i] == alone and together[len(together) - 1 - i] == alone  # exact floats
     finally:
         engine.close()
+
+
+@pytest.mark.parametrize("heads, kv_heads", [(4, 4), (6, 2), (8, 1)])
+def test_rowwise_attention_equals_sdpa(heads, kv_heads):
+    from bombus.layers.attention import rowwise_attention
+    from bombus.layers.masks import cache_bias
+
+    g = torch.Generator().manual_seed(heads * 10 + kv_heads)
+    batch, keys, dim = 5, 37, 16
+    q = torch.randn(batch, heads, 1, dim, generator=g)
+    k = torch.randn(batch, kv_heads, keys, dim, generator=g)
+    v = torch.randn(batch, kv_heads, keys, dim, generator=g)
+    lengths = torch.randint(1, keys + 1, (batch,), generator=g)
+    mask = torch.arange(keys)[None, :] < lengths[:, None]
+    slots = (lengths - 1)[:, None]  # each row's query sits at its last slot (RowCache's per-row slots)
+    bias = cache_bias(mask, slots, q.dtype)
+    expected = torch.nn.functional.scaled_dot_product_attention(
+        q, k.repeat_interleave(heads // kv_heads, 1), v.repeat_interleave(heads // kv_heads, 1), attn_mask=bias,
+        scale=0.3)
+    assert torch.allclose(rowwise_attention(q, k, v, bias, 0.3), expected, atol=1e-6, rtol=1e-5)

@@ -23,10 +23,10 @@ def add_serve(commands) -> None:
                    help="model folder, .gguf file or hub repo id (repeatable); NAME= sets the name clients use")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (default: $BOMBUS_API_KEY)")
+    p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY'; None: $BOMBUS_API_KEY if set")
     p.add_argument("--max-batch-size", type=_positive_int, default=32, help="generation slots per model")
-    p.add_argument("--max-length", type=_positive_int, help="tokens per slot, prompt + completion "
-                   "(default: min(model max_positions, 2048))")
+    p.add_argument("--max-length", type=_positive_int, help="tokens per slot, prompt + completion; None: "
+                   "min(model max_positions, 2048)")
     p.add_argument("--max-queue", type=_positive_int, default=256, help="waiting requests before 503")
     p.add_argument("--batch-size", type=_positive_int, default=16, help="encoder task batch size")
     p.add_argument("--sequence-length", type=_lengths, metavar="N[,N...]",

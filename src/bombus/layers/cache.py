@@ -95,7 +95,11 @@ class RowCache(Cache):
 
     `view(rows, length)` is the first rows and slots sharing these buffers (a decode step attends over the
     slots in use only); `place(row, source, source_row, length)` copies a prompt prefilled in another cache.
+    `rowwise` [True]: one-token steps use `attention.rowwise_attention`, whose result for a row does not
+    depend on the other rows.
     """
+
+    rowwise = True
 
     def __init__(self, **options):
         super().__init__(**options)
@@ -129,6 +133,7 @@ class RowCache(Cache):
         view.mask = self.mask[:rows, :length]
         view.offset = self.offset
         view.offsets = self.offsets[:rows]
+        view.rowwise = self.rowwise
         view.cross = [None if c is None else (c[0][:rows], c[1][:rows]) for c in self.cross]
         return view
 

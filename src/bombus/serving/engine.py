@@ -15,7 +15,7 @@ last float bits of batched matrix products: see `window`).
 
 The decode step is `model(input_ids, position_ids, cache=view)` over `RowCache.view(rows, slots)`: the rows up
 to the last one in use (a whole number of `row_multiple`) and the slots in use (rounded up to `window`); a
-function of tensors only. On the CPU its attention takes the eager path, which, unlike PyTorch's fused
+function of tensors only. On the CPU its attention is `rowwise_attention`, which, unlike PyTorch's fused
 kernel, computes a row the same way whatever the other rows hold (see `attention`).
 """
 
@@ -195,13 +195,14 @@ class Engine:
     - `max_queue` [256]: requests waiting for a slot beyond this are refused (`QueueFull`).
     - `prefill_batch` [4]: the most waiting requests prefilled (one by one) before the next decode step.
     - `window` [64]: the decode step attends over the slots in use rounded up to a multiple of this (None: over
-      every slot). A row's slots past its own length are masked and add exact zeros in the eager attention.
+      every slot). A row's slots past its own length are masked and add exact zeros in the rowwise attention.
     - `row_multiple` [4]: decode steps run a multiple of this many rows (free ones decode a dummy token). CPU
       matrix products (MKL) work on tiles of 4 rows and round the rows of a partial tile differently; with
       whole tiles, a request alone computes bit for bit what it computes in any batch.
-    - `attention` ["eager" on CPU, "sdpa" elsewhere]: the decode step's attention. PyTorch's fused CPU kernel
-      rounds a row differently depending on the other rows; the eager path (matmul, softmax, matmul) does
-      not, so on the CPU greedy output is identical whatever else is in the batch.
+    - `attention` ["rowwise" on CPU, "sdpa" elsewhere]: the decode step's attention. PyTorch's fused CPU
+      kernel (and small batched matrix products) round a row differently depending on the other rows;
+      `layers.attention.rowwise_attention` (elementwise products and reductions) does not, so on the CPU
+      greedy output is identical whatever else is in the batch, at about the fused kernel's speed.
     - `observer`: an object with `batch(kind, size)` and `tokens(count)` (metrics), or None.
     """
 
@@ -224,9 +225,9 @@ class Engine:
         self.prefill_batch = prefill_batch
         self.window = window
         self.row_multiple = row_multiple
-        if attention not in (None, "eager", "sdpa"):
-            raise InputError(f"attention must be 'eager' or 'sdpa', got {attention!r}")
-        self.eager = (attention or ("eager" if self.device.type == "cpu" else "sdpa")) == "eager"
+        if attention not in (None, "rowwise", "sdpa"):
+            raise InputError(f"attention must be 'rowwise' or 'sdpa', got {attention!r}")
+        rowwise = (attention or ("rowwise" if self.device.type == "cpu" else "sdpa")) == "rowwise"
         self.observer = observer
         self.defaults = _model_generation_config(model)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -234,6 +235,7 @@ class Engine:
         layers, heads, head_dim = model.cache_layout()
         self.cache = RowCache(num_layers=layers, batch_size=max_batch_size, max_length=self.max_length,
                               num_kv_heads=heads, head_dim=head_dim, dtype=model.dtype, device=self.device)
+        self.cache.rowwise = rowwise
         self.rows: list[_Row | None] = [None] * max_batch_size
         self.waiting: deque[Sequence] = deque()
         self.steps = 0
@@ -375,9 +377,7 @@ class Engine:
         positions = torch.tensor([[r.position if r is not None else 0] for r in self.rows[:used]],
                                  device=self.device)
         # Free rows inside the view decode a dummy token into their slot 0; it is rewritten when taken.
-        # output_attentions selects the eager attention path (the weights themselves are dropped).
-        logits = self.model(input_ids=tokens, position_ids=positions, cache=view, logits_to_keep=1,
-                            output_attentions=self.eager).logits[:, -1]
+        logits = self.model(input_ids=tokens, position_ids=positions, cache=view, logits_to_keep=1).logits[:, -1]
         logits = logits.float()
         self.steps += 1
         if self.observer is not None:

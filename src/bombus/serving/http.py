@@ -121,7 +121,7 @@ def create_app(models: list[str] | None = None, *, api_key: str | None = None, *
 
     Options: `max_batch_size` [32] generation slots per model, `max_length` [min(max_positions, 2048)] tokens per
     slot (prompt + completion), `max_queue` [256] requests waiting for a slot before 503, `prefill_batch` [4],
-    `window` [64], `row_multiple` [4], `attention` [eager on CPU] (see `Engine`); `batch_size` [16],
+    `window` [64], `row_multiple` [4], `attention` [rowwise on CPU] (see `Engine`); `batch_size` [16],
     `batch_timeout_ms` [5.0] and `sequence_length` [None: each batch padded to its longest input; an int or
     bucket lengths] of the encoder servings; `max_body_bytes` [4 MiB] (413 beyond); `device`, `dtype` of the models; `retry_after` [1] seconds.
     """

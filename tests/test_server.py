@@ -84,6 +84,13 @@ def get(server, path: str, key: str | None = KEY):
         return e.code, e.read().decode()
 
 
+def wait_for_log(server, text: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in server.logs():
+        assert time.monotonic() < deadline, f"{text!r} not in the server log"
+        time.sleep(0.05)
+
+
 def greedy_alone(model, ids: list[int], max_new_tokens: int) -> list[int]:
     new = model.generate(torch.tensor([ids]), max_new_tokens=max_new_tokens, do_sample=False)[0, len(ids):].tolist()
     return new[:new.index(EOS) + 1] if EOS in new else new
@@ -312,7 +319,7 @@ def test_request_ids_and_metrics(server, client):
     status, _, headers = post(server, "/v1/embeddings", {"model": "tiny-embed", "input": "x"},
                               headers={"X-Request-Id": "abc123"})
     assert status == 200 and headers["x-request-id"] == "abc123"
-    assert "request abc123: POST /v1/embeddings -> 200" in server.logs()
+    wait_for_log(server, "request abc123: POST /v1/embeddings -> 200")  # written just after the response
     client.completions.create(model="tiny-lm", prompt="metrics", max_tokens=3, temperature=0)
     status, text = get(server, "/metrics")
     assert status == 200
@@ -443,8 +450,8 @@ def test_disconnect_frees_the_slot_queue_full_and_graceful_shutdown(one_slot):
     status, body, _ = post(srv, "/v1/completions", {"model": "tiny-lm", "prompt": "next", "max_tokens": 2}, key=None)
     assert status == 200 and body["usage"]["completion_tokens"] == 2
     assert time.monotonic() - started < 10
-    assert "client went away mid-stream" in srv.logs()
-    assert "cancelled after" in srv.logs()
+    wait_for_log(srv, "client went away mid-stream")
+    wait_for_log(srv, "cancelled after")
     # One slot and a queue of one: a burst of requests gets some 503s with Retry-After, the others complete.
     answers: list = []
     burst = [threading.Thread(target=lambda: answers.append(post(

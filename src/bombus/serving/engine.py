@@ -74,7 +74,8 @@ class SamplingOptions:
 
 @dataclass
 class TokenInfo:
-    """One generated token: its id, its text alone, its log-probability and the top alternatives."""
+    """One generated token: its id, and with `logprobs` its text alone, its log-probability and the top
+    alternatives."""
 
     id: int
     text: str
@@ -393,8 +394,9 @@ class Engine:
         """Choose the row's next token from `logits` `[1, V]`, report it; False when the row is done."""
         sequence, options = row.sequence, row.sequence.options
         token = int(row.choose(logits))
-        info = TokenInfo(token, self.tokenizer.decode([token], skip_special_tokens=False))
-        if options.logprobs is not None:
+        info = TokenInfo(token, "")
+        if options.logprobs is not None:  # the token's own text is needed only beside its log-probability
+            info.text = self.tokenizer.decode([token], skip_special_tokens=False)
             logprobs = torch.log_softmax(logits[0], dim=-1)
             info.logprob = float(logprobs[token])
             if options.logprobs > 0:

@@ -321,7 +321,9 @@ def test_request_ids_and_metrics(server, client):
     assert status == 200 and headers["x-request-id"] == "abc123"
     wait_for_log(server, "request abc123: POST /v1/embeddings -> 200")  # written just after the response
     client.completions.create(model="tiny-lm", prompt="metrics", max_tokens=3, temperature=0)
+    assert post(server, "/v1/completions", {"model": "nope", "prompt": "x"})[0] == 404
     status, text = get(server, "/metrics")
+    assert 'bombus_request_errors_total{route="/v1/completions",status="404"}' in text
     assert status == 200
     for name in ("bombus_requests_total{", "bombus_request_errors_total{", "bombus_queue_depth{model=\"tiny-lm\"}",
                  "bombus_batch_size_bucket{", "bombus_tokens_per_second{", "bombus_generated_tokens_total{",

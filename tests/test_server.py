@@ -454,6 +454,15 @@ def test_disconnect_frees_the_slot_queue_full_and_graceful_shutdown(one_slot):
     assert time.monotonic() - started < 10
     wait_for_log(srv, "client went away mid-stream")
     wait_for_log(srv, "cancelled after")
+    # A non-streaming client that goes away is noticed too (its sequence is cancelled within a poll).
+    connection = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=60)
+    connection.request("POST", "/v1/completions", json.dumps({"model": "tiny-lm", "prompt": "go", "max_tokens": 250,
+                                                              "ignore_eos": True}),
+                       {"Content-Type": "application/json"})
+    time.sleep(0.1)
+    connection.close()
+    wait_for_log(srv, "client went away; its sequences are cancelled")
+    assert "finished (length) after 250 tokens" not in srv.logs()
     # One slot and a queue of one: a burst of requests gets some 503s with Retry-After, the others complete.
     answers: list = []
     burst = [threading.Thread(target=lambda: answers.append(post(

@@ -428,9 +428,19 @@ async def _generate(request: Request, server: Server, *, chat: bool):
         return StreamingResponse(stream, media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     try:
-        remaining, seen_first = len(choices), False
+        remaining, seen_first, check = len(choices), False, time.monotonic() + 0.25
         while remaining:
-            index, event = await queue.get()
+            try:
+                index, event = await asyncio.wait_for(queue.get(), timeout=0.25)
+            except asyncio.TimeoutError:
+                index, event = -1, None
+            if time.monotonic() >= check:  # a few times a second: is anybody still waiting for the answer?
+                check = time.monotonic() + 0.25
+                if await request.is_disconnected():
+                    log.info("request %s: client went away; its sequences are cancelled", request_id)
+                    raise APIError(499, "the client closed the connection")
+            if event is None:
+                continue
             if not seen_first and event.tokens:
                 first_token.observe(time.monotonic() - started)
                 seen_first = True

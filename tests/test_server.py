@@ -5,11 +5,9 @@ covers the task routes, limits, metrics and the API key. The oracles: transforme
 
 from __future__ import annotations
 
-import base64
 import http.client
 import json
 import random
-import struct
 import threading
 import time
 import urllib.error

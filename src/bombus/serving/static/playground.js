@@ -79,6 +79,8 @@ function setStatus(panel, text, isError = false) {
 
 function setBusy(panel, controller) {
   panel.querySelector("button[type=submit]").disabled = Boolean(controller);
+  // Screen readers announce a streamed answer once, when it is complete, not at every token.
+  panel.querySelector("[aria-live]").setAttribute("aria-busy", String(Boolean(controller)));
   const stop = panel.querySelector(".stop");
   if (!stop) return;
   stop.disabled = !controller;

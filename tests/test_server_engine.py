@@ -1,0 +1,162 @@
+"""Continuous batching (`bombus.serving.engine.Engine`) in-process: requests arriving at random times into a
+batch of few slots and a short cache (so rows join, leave and the cache is compacted) give exactly what
+`model.generate` gives each request alone (greedy, and seeded sampling); the reference is transformers' own
+greedy decoding."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+
+import pytest
+import torch
+
+import bombus
+from bombus.errors import InputError
+from bombus.serving.engine import Engine, QueueFull, SamplingOptions
+from server_fixtures import build_models
+
+EOS = 50256
+
+
+@pytest.fixture(scope="module")
+def lm(tmp_path_factory):
+    folder = build_models(tmp_path_factory.mktemp("engine"), only=("tiny-lm",))["tiny-lm"]
+    return folder, bombus.load_model(folder), bombus.load_tokenizer(folder)
+
+
+def _run(engine: Engine, requests: list[tuple[list[int], SamplingOptions]], rng: random.Random,
+         cancel: set[int] = frozenset()) -> dict[int, tuple[list[int], str]]:
+    results: dict[int, tuple[list[int], str]] = {}
+    done = threading.Event()
+    sequences = {}
+
+    def handler(i):
+        tokens: list[int] = []
+
+        def on_event(event):
+            tokens.extend(t.id for t in event.tokens)
+            if i in cancel and len(tokens) >= 2:
+                sequences[i].cancel()
+            if event.finish_reason:
+                results[i] = (tokens, event.finish_reason)
+                if len(results) == len(requests):
+                    done.set()
+        return on_event
+
+    for i, (prompt, options) in enumerate(requests):
+        sequences[i] = engine.submit(prompt, options, handler(i), request_id=str(i))
+        time.sleep(rng.random() * 0.01)
+    assert done.wait(120), f"only {len(results)} of {len(requests)} finished"
+    return results
+
+
+def _alone(model, prompt: list[int], options: SamplingOptions) -> list[int]:
+    fields = dict(max_new_tokens=options.max_new_tokens, do_sample=not options.greedy)
+    if not options.greedy:
+        fields.update(temperature=options.temperature, top_p=options.top_p, top_k=options.top_k or None,
+                      seed=options.seed)
+    new = model.generate(torch.tensor([prompt]), **fields)[0, len(prompt):].tolist()
+    return new[:new.index(EOS) + 1] if EOS in new else new
+
+
+def test_rows_join_and_leave_with_the_output_they_get_alone(lm):
+    folder, model, tokenizer = lm
+    import transformers
+
+    ref = transformers.LlamaForCausalLM.from_pretrained(folder).eval()
+    rng = random.Random(1)
+    engine = Engine(model, tokenizer, max_batch_size=4, max_length=80, window=16)
+    try:
+        requests = []
+        for i in range(14):
+            prompt = [rng.randrange(EOS) for _ in range(rng.randint(1, 30))]
+            greedy = i % 3 != 2
+            options = SamplingOptions(max_new_tokens=rng.randint(1, 45), temperature=0.0 if greedy else 0.8,
+                                      top_p=1.0 if greedy else 0.9, top_k=0 if greedy else 20, seed=100 + i)
+            requests.append((prompt, options))
+        results = _run(engine, requests, rng)
+        assert engine.compactions > 0, "the test should make the shared offset reach the end of the cache"
+        for i, (prompt, options) in enumerate(requests):
+            tokens, reason = results[i]
+            assert tokens == _alone(model, prompt, options), f"request {i} ({options})"
+            assert reason == ("stop" if tokens[-1] == EOS else "length")
+            if options.greedy:  # transformers' own greedy decoding agrees
+                with torch.no_grad():
+                    expected = ref.generate(torch.tensor([prompt]), max_new_tokens=options.max_new_tokens,
+                                            do_sample=False, pad_token_id=EOS)[0, len(prompt):].tolist()
+                assert tokens == expected[:len(tokens)] and len(tokens) == len(expected)
+    finally:
+        engine.close()
+    assert engine.active == 0 and engine.queue_depth == 0
+
+
+def test_cancelled_rows_free_their_slot_and_the_others_are_unchanged(lm):
+    _, model, tokenizer = lm
+    rng = random.Random(2)
+    engine = Engine(model, tokenizer, max_batch_size=3, max_length=96)
+    try:
+        requests = [([rng.randrange(EOS) for _ in range(rng.randint(2, 20))],
+                     SamplingOptions(max_new_tokens=40, temperature=0.0, ignore_eos=True)) for _ in range(8)]
+        results = _run(engine, requests, rng, cancel={1, 4, 6})
+        for i, (prompt, options) in enumerate(requests):
+            tokens, reason = results[i]
+            if i in {1, 4, 6}:
+                assert reason == "cancelled" and len(tokens) < 40
+            else:
+                assert reason == "length"
+                new = model.generate(torch.tensor([prompt]), max_new_tokens=40, do_sample=False,
+                                     eos_token_id=None)[0, len(prompt):].tolist()
+                assert tokens == new
+    finally:
+        engine.close()
+
+
+def test_stop_strings_cut_the_text(lm):
+    _, model, tokenizer = lm
+    engine = Engine(model, tokenizer, max_batch_size=2, max_length=96)
+    try:
+        prompt = tokenizer.encode("The weather today is")
+        full = _run(engine, [(prompt, SamplingOptions(max_new_tokens=30, temperature=0.0, ignore_eos=True))],
+                    random.Random(0))[0][0]
+        text = tokenizer.decode(full)
+        stop = text[len(text) // 2:len(text) // 2 + 3]
+        pieces: list[str] = []
+        finished = threading.Event()
+
+        def on_event(event):
+            pieces.append(event.text)
+            if event.finish_reason:
+                pieces.append(event.finish_reason)
+                finished.set()
+
+        engine.submit(prompt, SamplingOptions(max_new_tokens=30, temperature=0.0, ignore_eos=True, stop=(stop,)),
+                      on_event)
+        assert finished.wait(60)
+        assert pieces[-1] == "stop"
+        assert "".join(pieces[:-1]) == text[:text.find(stop)]
+    finally:
+        engine.close()
+
+
+def test_limits_and_queue(lm):
+    _, model, tokenizer = lm
+    engine = Engine(model, tokenizer, max_batch_size=1, max_length=32, max_queue=1)
+    try:
+        with pytest.raises(InputError, match="max_tokens to at most 22"):
+            engine.check(10, 23)
+        with pytest.raises(InputError, match="shorten the prompt"):
+            engine.check(32, 1)
+        with pytest.raises(InputError, match=r"\[0, 50257\)"):
+            engine.submit([50257], SamplingOptions(max_new_tokens=1), lambda e: None)
+        gate = threading.Event()
+        engine.submit([1, 2], SamplingOptions(max_new_tokens=20, temperature=0.0, ignore_eos=True),
+                      lambda e: gate.wait(5))  # holds the engine thread: the next ones wait in the queue
+        time.sleep(0.2)
+        engine.submit([1, 2], SamplingOptions(max_new_tokens=1), lambda e: None)
+        with pytest.raises(QueueFull):
+            engine.submit([1, 2], SamplingOptions(max_new_tokens=1), lambda e: None)
+        gate.set()
+    finally:
+        engine.close()

@@ -269,8 +269,8 @@ async function sendSimilar(event) {
   const corpus = lines($("similar-corpus").value);
   if (!corpus.length) return;
   const outputs = await runTask($("panel-similar"), "similar", {
-    model: $("similar-model").value, inputs: $("similar-query").value, corpus,
-    top_k: Number($("similar-top-k").value),
+    model: $("similar-model").value,
+    inputs: { query: $("similar-query").value, corpus, top_k: Number($("similar-top-k").value) },
   });
   if (!outputs) return;
   const result = Array.isArray(outputs) ? outputs[0] : outputs;
@@ -356,8 +356,12 @@ function init() {
     tab.addEventListener("click", () => selectTab(tab));
     tab.addEventListener("keydown", onTabKey);
   }
-  const start = $(`tab-${location.hash.slice(1)}`);
-  selectTab(start?.getAttribute("role") === "tab" ? start : $("tab-chat"));
+  const tabOfHash = () => {
+    const tab = $(`tab-${location.hash.slice(1)}`);
+    return tab?.getAttribute("role") === "tab" ? tab : null;
+  };
+  selectTab(tabOfHash() ?? $("tab-chat"));
+  window.addEventListener("hashchange", () => { if (tabOfHash()) selectTab(tabOfHash()); });
 
   for (const id of ["temperature", "top-p"]) {
     $(id).addEventListener("input", () => { $(`${id}-value`).textContent = $(id).value; });

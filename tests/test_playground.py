@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from html.parser import HTMLParser
 
 import pytest
@@ -31,20 +33,35 @@ def models(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(models):
+def servers(models):
+    """The main server and the embed-only one, started side by side (each spends seconds loading)."""
     from bombus.serving.http import default_models
 
     served = [*default_models(), str(models["tiny-mlm"]), str(models["tiny-nli"])]
-    process = Server([arg for model in served for arg in ("--model", model)] + ["--api-key", API_KEY])
-    yield process
-    process.stop()
+    small_cache = ["--max-batch-size", "4", "--max-length", "1024"]
+    commands = [[arg for model in served for arg in ("--model", model)] + ["--api-key", API_KEY, *small_cache],
+                ["--model", str(models["tiny-embed"])]]
+    with ThreadPoolExecutor(len(commands)) as pool:
+        starts = [pool.submit(Server, command) for command in commands]
+    running = [start.result() for start in starts if start.exception() is None]
+    failures = [start.exception() for start in starts if start.exception() is not None]
+    if failures:
+        for process in running:
+            process.stop()
+        raise failures[0]
+    yield running
+    for process in running:
+        process.stop()
 
 
 @pytest.fixture(scope="module")
-def embed_only_server(models):
-    process = Server(["--model", str(models["tiny-embed"])])
-    yield process
-    process.stop()
+def server(servers):
+    return servers[0]
+
+
+@pytest.fixture(scope="module")
+def embed_only_server(servers):
+    return servers[1]
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +151,8 @@ def record_text(browser, selector: str) -> None:
 
 def assert_no_script_errors(browser, expected: str = "\0") -> None:
     """No error in the page's console since the last look (other than one containing `expected`)."""
-    errors = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE" and expected not in e["message"]]
+    errors = [entry["message"] for entry in browser.get_log("browser")
+              if entry["level"] == "SEVERE" and expected not in entry["message"]]
     assert not errors, errors
 
 
@@ -261,6 +279,24 @@ def test_chat_streams_the_default_model(server, browser):
                                                  "max_tokens": 6}, key=API_KEY)
     assert second == alone["choices"][0]["message"]["content"]
     assert [e.text for e in elements(browser, "#chat-log li .role")] == ["You", "Model", "You", "Model"]
+    assert_no_script_errors(browser)
+
+
+def test_stop_ends_the_stream_and_keeps_the_text(server, browser):
+    open_page(browser, server, "chat")
+    element(browser, "#chat-clear").click()
+    set_sampling(browser, temperature=0, top_p=1, max_tokens=400)
+    element(browser, "#chat-input").send_keys("Tell me a long story about a bee.")
+    element(browser, "#chat-send").click()
+    reply = "#chat-log li.assistant:last-child .content"
+    wait(browser, lambda b: element(b, reply).get_attribute("textContent"), "no text arrived")
+    assert element(browser, "#chat-send").get_attribute("disabled")  # one request at a time
+    element(browser, "#panel-chat .stop").click()
+    wait(browser, lambda b: run_status(b, "chat") == "Stopped.", "Stop did not end the stream")
+    kept = element(browser, reply).get_attribute("textContent")
+    time.sleep(0.5)
+    assert element(browser, reply).get_attribute("textContent") == kept and kept  # nothing more arrives
+    assert element(browser, "#chat-send").is_enabled() and not element(browser, "#panel-chat .stop").is_enabled()
     assert_no_script_errors(browser)
 
 

@@ -162,7 +162,11 @@ function scoreRow(label, score, detail) {
 }
 
 function listItems(list, rows) {
-  list.replaceChildren(...rows.map((row) => { const item = document.createElement("li"); item.append(row); return item; }));
+  list.replaceChildren(...rows.map((row) => {
+    const item = document.createElement("li");
+    item.append(row);
+    return item;
+  }));
 }
 
 function lines(text) {
@@ -370,7 +374,10 @@ function init() {
   const key = $("api-key");
   key.value = sessionStorage.getItem("bombus-api-key") ?? "";
   key.addEventListener("change", () => { sessionStorage.setItem("bombus-api-key", key.value); loadModels(); });
-  $("key-form").addEventListener("submit", (event) => { event.preventDefault(); key.dispatchEvent(new Event("change")); });
+  $("key-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    key.dispatchEvent(new Event("change"));
+  });
 
   $("chat-form").addEventListener("submit", sendChat);
   $("chat-input").addEventListener("keydown", (event) => {

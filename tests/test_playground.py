@@ -13,6 +13,7 @@ import json
 import re
 import shutil
 import time
+import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from html.parser import HTMLParser
@@ -181,6 +182,7 @@ def open_page(browser, server: Server, tab: str) -> None:
          "the page did not ask for the models")
     if "401" in element(browser, "#server-status").text:
         enter_key(browser)
+        assert_no_script_errors(browser, expected="401")  # the request without the key, and nothing else
     wait(browser, lambda b: element(b, "#server-status").text.startswith("Serving"), "the models were not listed")
     assert element(browser, f"#tab-{tab}").get_attribute("aria-selected") == "true"
 
@@ -335,7 +337,21 @@ def test_fill_mask_and_classification_show_the_api_results(server, browser):
     open_page(browser, server, "fill-mask")
     mlm = model_for(server, "fill-mask")
     assert element(browser, "#fill-mask-model").get_attribute("value") == mlm
-    text = element(browser, "#fill-mask-input").get_attribute("value")
+    text_box = element(browser, "#fill-mask-input")
+    text = text_box.get_attribute("value")
+    text_box.clear()
+    text_box.send_keys("No mask token here.")  # the server's 400 and its message show in the page
+    element(browser, "#fill-mask-send").click()
+    wait(browser, lambda b: run_status(b, "fill-mask"), "the error was not shown")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        api(server, "/v1/fill-mask", {"model": mlm, "inputs": "No mask token here."}, key=API_KEY)
+    message = json.load(refused.value)["error"]["message"]
+    assert run_status(browser, "fill-mask") == f"Error: 400 {message}"
+    assert "error" in element(browser, "#panel-fill-mask .run-status").get_attribute("class")
+    assert not elements(browser, "#fill-mask-output li")
+    assert_no_script_errors(browser, expected="status of 400")  # the refused request, and nothing else
+    text_box.clear()
+    text_box.send_keys(text)
     element(browser, "#fill-mask-send").click()
     wait(browser, lambda b: elements(b, "#fill-mask-output li"), "no predictions shown")
     expected = api(server, "/v1/fill-mask", {"model": mlm, "inputs": text}, key=API_KEY)["outputs"]

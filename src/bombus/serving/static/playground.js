@@ -17,7 +17,6 @@ const TASKS = {
   similar: { names: ["similar"], what: "a sentence embedding model",
              example: "sentence-transformers/all-MiniLM-L6-v2" },
 };
-const MASK_SPELLINGS = ["[MASK]", "<mask>"];
 let servedModels = [];
 
 // ---- HTTP -------------------------------------------------------------------------------------------
@@ -281,16 +280,6 @@ async function sendSimilar(event) {
   listItems($("similar-output"), result.matches.map((m) => scoreRow(m.text, m.score)));
 }
 
-// The fill-mask example uses whichever mask spelling the chosen model knows, when the server says it.
-function showMaskToken() {
-  const model = servedModels.find((m) => m.id === $("fill-mask-model").value);
-  const token = model?.mask_token;
-  $("fill-mask-token").textContent = token ? `(this model's mask token: ${token})` : "(e.g. [MASK] or <mask>)";
-  if (!token) return;
-  const input = $("fill-mask-input");
-  for (const spelling of MASK_SPELLINGS) input.value = input.value.replaceAll(spelling, token);
-}
-
 // ---- Models -----------------------------------------------------------------------------------------
 
 function fillPickers() {
@@ -310,7 +299,6 @@ function fillPickers() {
         + "(repeat --model for each model to serve), for example: ", command);
     }
   }
-  showMaskToken();
 }
 
 async function loadModels() {
@@ -393,7 +381,6 @@ function init() {
     if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) sendCompletion(event);
   });
   $("fill-mask-form").addEventListener("submit", sendFillMask);
-  $("fill-mask-model").addEventListener("change", showMaskToken);
   $("classify-form").addEventListener("submit", sendClassify);
   $("similar-form").addEventListener("submit", sendSimilar);
   loadModels();

@@ -1,20 +1,21 @@
 """`Engine`: continuous batching for generation.
 
-One worker thread owns the model and a static KV cache of `max_batch_size` rows (slots). Each iteration it
-(1) admits waiting requests into free slots: their prompts are prefilled together in a small cache of their
-own, each picks its first token, and its keys/values are copied into a free row right-aligned to end at the
-running batch's shared offset (`Cache.place`; the row's earlier slots are masked off), then (2) runs one
-decode step for every row in use. A row leaves as soon as it is done (EOS, a stop string, its token limit,
-or its client gone) and its slot is free at the next iteration. When the shared offset reaches the end of
-the cache, `Cache.compact` closes the gaps (rows keep their own positions, so nothing else changes).
+One worker thread owns the model and a static KV cache of `max_batch_size` rows (slots), a `RowCache`: each
+row has its own offset, so a sequence's tokens sit in slots `[0, length)` of its row exactly as they would if
+it ran alone. Each iteration the worker (1) admits waiting requests into free slots: each prompt is prefilled
+on its own in a small cache, picks its first token, and its keys/values are copied into a free row
+(`RowCache.place`), then (2) runs one decode step for every row in use. A row leaves as soon as it is done
+(EOS, a stop string, its token limit, or its client gone) and its slot is free at the next iteration.
 
 Each row has its own prompt length, sampling settings, processors (`generation.processors`, exactly as
 `model.generate` builds them for that request alone), random generator (its seed) and stop conditions, so
 a request's tokens do not depend on what else is in the batch: greedy output equals the request run alone,
-and a seeded sampled request equals `model.generate(..., do_sample=True, seed=seed)` on its own.
+and a seeded sampled request equals `model.generate(..., do_sample=True, seed=seed)` on its own (up to the
+last float bits of batched matrix products: see `window`).
 
-The decode step is `model(input_ids, position_ids, cache=view)` over `Cache.view(rows, slots)`: the rows up
-to the last one in use and the slots up to the offset rounded up to `window`, a function of tensors only.
+The decode step is `model(input_ids, position_ids, cache=view)` over `RowCache.view(rows, slots)`: the rows up
+to the last one in use and, by default, every slot (a fixed shape, so a row's attention is computed the same
+way whatever the other rows hold); a function of tensors only.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import torch
 from ..errors import BombusError, InputError
 from ..generation import config as _config
 from ..generation.processors import apply, build_processors
+from ..layers.cache import RowCache
 
 log = logging.getLogger("bombus.serve")
 
@@ -190,13 +192,15 @@ class Engine:
     - `max_length` [min(model max_positions, 2048)]: slots per row of the KV cache: a request's prompt plus
       its `max_new_tokens` must fit.
     - `max_queue` [256]: requests waiting for a slot beyond this are refused (`QueueFull`).
-    - `prefill_batch` [8]: the most waiting requests prefilled together per step.
-    - `window` [64]: the decode step attends over the slots in use rounded up to a multiple of this.
+    - `prefill_batch` [4]: the most waiting requests prefilled (one by one) before the next decode step.
+    - `window` [None: every slot]: attend over the slots in use rounded up to a multiple of this instead;
+      faster for long caches, but the attention's float rounding then depends on the other rows' lengths.
     - `observer`: an object with `batch(kind, size)` and `tokens(count)` (metrics), or None.
     """
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, *, max_batch_size: int = 32,
-                 max_length: int | None = None, max_queue: int = 256, prefill_batch: int = 8, window: int = 64,
+                 max_length: int | None = None, max_queue: int = 256, prefill_batch: int = 4,
+                 window: int | None = None,
                  observer: Any = None, name: str = "model"):
         from ..generation.search import _model_generation_config
 
@@ -216,12 +220,12 @@ class Engine:
         self.defaults = _model_generation_config(model)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.vocab_size = getattr(model.spec, "vocab_size", None)
-        self.cache = model.init_cache(max_batch_size, self.max_length)
+        layers, heads, head_dim = model.cache_layout()
+        self.cache = RowCache(num_layers=layers, batch_size=max_batch_size, max_length=self.max_length,
+                              num_kv_heads=heads, head_dim=head_dim, dtype=model.dtype, device=self.device)
         self.rows: list[_Row | None] = [None] * max_batch_size
-        self.offset = 0  # the cache's offset, kept on the host too (no device sync to read it)
         self.waiting: deque[Sequence] = deque()
         self.steps = 0
-        self.compactions = 0
         self._condition = threading.Condition()
         self._closing = False
         self._thread = threading.Thread(target=self._loop, name=f"bombus-engine-{name}", daemon=True)
@@ -307,15 +311,6 @@ class Engine:
 
     def _reset(self) -> None:
         self.cache.reset()
-        self.offset = 0
-
-    def _compact(self) -> None:
-        for i, row in enumerate(self.rows):
-            if row is None:  # a free row's slots hold nothing worth keeping
-                self.cache.mask[i] = False
-        self.offset = self.cache.compact()
-        self.compactions += 1
-        log.debug("engine %s: compacted the cache to offset %d", self.name, self.offset)
 
     def _emit(self, sequence: Sequence, event: Event) -> None:
         if event.finish_reason is not None:
@@ -325,75 +320,60 @@ class Engine:
         except Exception:  # a consumer's failure must not stop the engine
             log.exception("request %s: event handler failed", sequence.request_id)
 
+    def _free(self, slot: int) -> None:
+        self.rows[slot] = None
+        self.cache.free(slot)
+
     def _drop_cancelled(self) -> None:
         for i, row in enumerate(self.rows):
             if row is not None and row.sequence.cancelled:
-                self.rows[i] = None
+                self._free(i)
                 log.info("request %s: cancelled after %d tokens; slot %d freed", row.sequence.request_id,
                          row.generated, i)
                 self._emit(row.sequence, Event("", [], "cancelled", prompt_tokens=row.prompt_length,
                                                completion_tokens=row.generated))
-        if not self.active:
-            self._reset()
 
     def _prefill(self, sequences: list[Sequence]) -> None:
-        """Run the new prompts together (left-padded) in a cache of their own, choose each one's first token,
-        and move the ones that go on into free slots."""
-        lengths = [len(s.prompt) for s in sequences]
-        width = max(lengths)
-        ids = torch.full((len(sequences), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(sequences), width), dtype=torch.long)
-        for j, s in enumerate(sequences):
-            ids[j, width - lengths[j]:] = torch.tensor(s.prompt)
-            mask[j, width - lengths[j]:] = 1
-        ids, mask = ids.to(self.device), mask.to(self.device)
-        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
-        scratch = self.model.init_cache(len(sequences), width)
-        logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=scratch,
-                            logits_to_keep=1).logits[:, -1].float()
-        if self.observer is not None:
-            self.observer.batch("prefill", len(sequences))
-        rows = [_Row(self, s) for s in sequences]
-        going_on = []
-        for j, row in enumerate(rows):
-            if self._advance(row, logits[j:j + 1]):
-                going_on.append(j)
-        if not going_on:
-            return
-        needed = max(lengths[j] for j in going_on)
-        if max(self.offset, needed) >= self.max_length:
-            self._compact()
-        if needed > self.offset:  # the other rows get a masked gap up to the new offset
-            self.cache.mask[:, self.offset:needed] = False
-            self.offset = needed
-            self.cache.offset.fill_(needed)
-        for j in going_on:
-            slot = self.rows.index(None)
-            self.cache.place(slot, scratch, j, lengths[j])
-            self.rows[slot] = rows[j]
+        """Run each new prompt on its own (as it would run alone), choose its first token, and move the ones
+        that go on into free slots."""
+        for sequence in sequences:
+            length = len(sequence.prompt)
+            ids = torch.tensor([sequence.prompt], device=self.device)
+            positions = torch.arange(length, device=self.device)[None]
+            scratch = self.model.init_cache(1, length)
+            logits = self.model(input_ids=ids, position_ids=positions, cache=scratch,
+                                logits_to_keep=1).logits[:, -1].float()
+            if self.observer is not None:
+                self.observer.batch("prefill", 1)
+            row = _Row(self, sequence)
+            if self._advance(row, logits):
+                slot = self.rows.index(None)
+                self.cache.place(slot, scratch, 0, length)
+                self.rows[slot] = row
 
     def _step(self) -> None:
         """One decode step for every row in use."""
-        if self.offset + 1 > self.max_length:
-            self._compact()
         used = max(i for i, r in enumerate(self.rows) if r is not None) + 1
-        slots = min(self.max_length, math.ceil((self.offset + 1) / self.window) * self.window)
+        slots = self.max_length
+        if self.window:
+            longest = max(r.position for r in self.rows if r is not None) + 1
+            slots = min(self.max_length, math.ceil(longest / self.window) * self.window)
         view = self.cache.view(used, slots)
         tokens = torch.tensor([[r.next_token if r is not None else 0] for r in self.rows[:used]], device=self.device)
         positions = torch.tensor([[r.position if r is not None else 0] for r in self.rows[:used]],
                                  device=self.device)
-        # Free rows inside the view decode a dummy token; their slot is rewritten whole when it is taken.
+        # Free rows inside the view decode a dummy token into their slot 0; it is rewritten when taken.
         logits = self.model(input_ids=tokens, position_ids=positions, cache=view, logits_to_keep=1).logits[:, -1]
         logits = logits.float()
-        self.offset += 1
         self.steps += 1
         if self.observer is not None:
             self.observer.batch("decode", self.active)
         for i, row in enumerate(self.rows[:used]):
             if row is not None and not self._advance(row, logits[i:i + 1]):
-                self.rows[i] = None
-        if not self.active:
-            self._reset()
+                self._free(i)
+        for i, row in enumerate(self.rows[:used]):
+            if row is None:
+                self.cache.offsets[i] = 0  # keep dummy rows at slot 0
 
     def _advance(self, row: _Row, logits: torch.Tensor) -> bool:
         """Choose the row's next token from `logits` `[1, V]`, report it; False when the row is done."""

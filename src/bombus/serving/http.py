@@ -38,7 +38,7 @@ from .registry import TASK_ROUTES, ServedModel, parse_model_argument
 log = logging.getLogger("bombus.serve")
 
 ENGINE_OPTIONS = ("max_batch_size", "max_length", "max_queue", "prefill_batch", "window")
-DEFAULTS = {"max_batch_size": 32, "max_length": None, "max_queue": 256, "prefill_batch": 8, "window": 64,
+DEFAULTS = {"max_batch_size": 32, "max_length": None, "max_queue": 256, "prefill_batch": 4, "window": None,
             "batch_size": 16, "batch_timeout_ms": 5.0, "max_body_bytes": 4 * 1024 * 1024, "device": None,
             "dtype": None, "retry_after": 1}
 DEFAULT_NAMES = {"generate": "SmolLM2-135M-Instruct", "embed": "all-MiniLM-L6-v2"}
@@ -119,8 +119,8 @@ def create_app(models: list[str] | None = None, *, api_key: str | None = None, *
     environment variable, else no key]: required as `Authorization: Bearer KEY` on /v1/* and /metrics.
 
     Options: `max_batch_size` [32] generation slots per model, `max_length` [min(max_positions, 2048)] tokens per
-    slot (prompt + completion), `max_queue` [256] requests waiting for a slot before 503, `prefill_batch` [8],
-    `window` [64] (see `Engine`); `batch_size` [16] and `batch_timeout_ms` [5.0] of the encoder servings;
+    slot (prompt + completion), `max_queue` [256] requests waiting for a slot before 503, `prefill_batch` [4],
+    `window` [None] (see `Engine`); `batch_size` [16] and `batch_timeout_ms` [5.0] of the encoder servings;
     `max_body_bytes` [4 MiB] (413 beyond); `device`, `dtype` of the models; `retry_after` [1] seconds.
     """
     server = Server(models, api_key, options)

@@ -292,13 +292,15 @@ def test_stop_ends_the_stream_and_keeps_the_text(server, browser):
     element(browser, "#chat-send").click()
     reply = "#chat-log li.assistant:last-child .content"
     wait(browser, lambda b: element(b, reply).get_attribute("textContent"), "no text arrived")
-    assert element(browser, "#chat-send").get_attribute("disabled")  # one request at a time
+    assert not element(browser, "#chat-send").is_enabled()  # one request at a time
+    assert not element(browser, "#chat-clear").is_enabled()  # the conversation stays whole while it streams
     element(browser, "#panel-chat .stop").click()
     wait(browser, lambda b: run_status(b, "chat") == "Stopped.", "Stop did not end the stream")
     kept = element(browser, reply).get_attribute("textContent")
     time.sleep(0.5)
     assert element(browser, reply).get_attribute("textContent") == kept and kept  # nothing more arrives
     assert element(browser, "#chat-send").is_enabled() and not element(browser, "#panel-chat .stop").is_enabled()
+    assert element(browser, "#chat-clear").is_enabled()
     assert_no_script_errors(browser)
 
 

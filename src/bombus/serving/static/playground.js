@@ -4,18 +4,14 @@
 
 const $ = (id) => document.getElementById(id);
 
-// For each panel's task: the /v1/models "tasks" names that offer it, and a model to suggest when none does.
-const TASKS = {
-  chat: { names: ["chat"], what: "a chat model (a causal LM with a chat template)",
-          example: "HuggingFaceTB/SmolLM2-135M-Instruct" },
-  completions: { names: ["completions"], what: "a causal language model",
-                 example: "openai-community/gpt2" },
-  "fill-mask": { names: ["fill-mask"], what: "a masked language model",
-                 example: "distilbert/distilbert-base-uncased" },
-  classify: { names: ["classify"], what: "a sequence classification model",
+// For each panel's task (a /v1/models "tasks" name): the kind of model and an example to suggest when none is served.
+const SUGGESTIONS = {
+  chat: { what: "a chat model (a causal LM with a chat template)", example: "HuggingFaceTB/SmolLM2-135M-Instruct" },
+  completions: { what: "a causal language model", example: "openai-community/gpt2" },
+  "fill-mask": { what: "a masked language model", example: "distilbert/distilbert-base-uncased" },
+  classify: { what: "a sequence classification model",
               example: "distilbert/distilbert-base-uncased-finetuned-sst-2-english" },
-  similar: { names: ["similar"], what: "a sentence embedding model",
-             example: "sentence-transformers/all-MiniLM-L6-v2" },
+  similar: { what: "a sentence embedding model", example: "sentence-transformers/all-MiniLM-L6-v2" },
 };
 let servedModels = [];
 
@@ -77,7 +73,7 @@ function setStatus(panel, text, isError = false) {
 }
 
 function setBusy(panel, controller) {
-  panel.querySelector("button[type=submit]").disabled = Boolean(controller);
+  for (const button of panel.querySelectorAll("button[type=submit], .idle-only")) button.disabled = Boolean(controller);
   // Screen readers announce a streamed answer once, when it is complete, not at every token.
   panel.querySelector("[aria-live]").setAttribute("aria-busy", String(Boolean(controller)));
   const stop = panel.querySelector(".stop");
@@ -284,8 +280,8 @@ async function sendSimilar(event) {
 
 function fillPickers() {
   for (const panel of document.querySelectorAll("[role=tabpanel]")) {
-    const task = TASKS[panel.dataset.task];
-    const offered = servedModels.filter((m) => (m.tasks ?? []).some((name) => task.names.includes(name)));
+    const task = panel.dataset.task;
+    const offered = servedModels.filter((m) => (m.tasks ?? []).includes(task));
     const picker = panel.querySelector("select.model");
     const previous = picker.value;
     picker.replaceChildren(...offered.map((m) => new Option(m.id, m.id, false, m.id === previous)));
@@ -294,8 +290,8 @@ function fillPickers() {
     panel.querySelector("form").hidden = offered.length === 0;
     if (!offered.length) {
       const command = document.createElement("code");
-      command.textContent = `bombus serve --model ${task.example}`;
-      missing.replaceChildren(`No served model offers ${panel.dataset.task}. Start the server with ${task.what} `
+      command.textContent = `bombus serve --model ${SUGGESTIONS[task].example}`;
+      missing.replaceChildren(`No served model offers ${task}. Start the server with ${SUGGESTIONS[task].what} `
         + "(repeat --model for each model to serve), for example: ", command);
     }
   }

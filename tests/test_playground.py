@@ -237,6 +237,25 @@ def test_tabs_without_a_model_say_how_to_serve_one(embed_only_server, browser):
     assert_no_script_errors(browser)
 
 
+def test_controls_are_labelled_and_tabs_follow_the_keyboard(embed_only_server, browser):
+    from selenium.webdriver.common.keys import Keys
+
+    browser.get(embed_only_server.url + "/")
+    unlabelled = browser.execute_script("""
+        return [...document.querySelectorAll("input, select, textarea")]
+          .filter((c) => !c.labels.length && !c.getAttribute("aria-label")).map((c) => c.id);""")
+    assert unlabelled == []
+    tab = element(browser, "#tab-chat")
+    tab.click()
+    tab.send_keys(Keys.ARROW_LEFT)  # wraps around to the last tab
+    assert browser.switch_to.active_element.get_attribute("id") == "tab-similar"
+    assert element(browser, "#panel-similar").is_displayed() and not element(browser, "#panel-chat").is_displayed()
+    browser.switch_to.active_element.send_keys(Keys.HOME)
+    assert element(browser, "#tab-chat").get_attribute("aria-selected") == "true"
+    assert [t.get_attribute("tabindex") for t in elements(browser, "[role=tab]")] == ["0", "-1", "-1", "-1", "-1"]
+    assert_no_script_errors(browser)
+
+
 # ---- the defaults (real models) and tiny encoders, behind an API key -----------------------------------
 
 def test_api_key_is_asked_for_then_used(server, browser):

@@ -228,4 +228,6 @@ COMMANDS: list[Callable[[Any], None]] = [add_train]
 # The inference commands (generate, classify, tag, answer, embed, similar, info, convert, ...) live in cli_tasks.py.
 from .cli_tasks import COMMANDS as _TASK_COMMANDS  # noqa: E402
 
-COMMANDS += _TASK_COMMANDS
+from .cli_serve import add_serve  # noqa: E402
+
+COMMANDS += _TASK_COMMANDS + [add_serve]

@@ -99,6 +99,9 @@ class Attention(nn.Module):
             if cache is not None:
                 k, v = cache.write(layer, slots, k, v)
         eager = output_attentions or head_mask is not None
+        if not eager and getattr(cache, "rowwise", False) and q.shape[-2] == 1 and not self.training:
+            out = rowwise_attention(q, k, v, bias, self.scale)
+            return self.output(out.to(q.dtype).transpose(1, 2).flatten(2)), None
         grouped = self.num_kv_heads != self.num_heads
         if grouped and (eager or not _SDPA_GQA):
             repeats = self.num_heads // self.num_kv_heads
@@ -129,3 +132,21 @@ class Attention(nn.Module):
                                                  is_causal=causal and bias is None, scale=self.scale, **gqa)
         out = out.to(dtype).transpose(1, 2).flatten(2)  # (B, T, nh * hd)
         return self.output(out), weights
+
+
+def rowwise_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None,
+                      scale: float) -> torch.Tensor:
+    """Attention of one query per row (`q` `[batch, heads, 1, dim]`, `k`/`v` `[batch, kv_heads, keys, dim]`,
+    grouped heads shared without copies) with elementwise products and reductions only: every row is computed
+    by the same arithmetic whatever the other rows hold or how many there are (fused kernels and small batched
+    matrix products round a row differently depending on the batch). Masked keys add exact zeros. Used for
+    decode steps over a `RowCache` (continuous batching: a request's output equals its output alone)."""
+    batch, heads, _, dim = q.shape
+    kv_heads = k.shape[1]
+    q = q.reshape(batch, kv_heads, heads // kv_heads, 1, dim)
+    scores = (q * k[:, :, None]).sum(-1) * scale  # [batch, kv_heads, group, keys]
+    if bias is not None:  # [batch, 1, 1, keys]
+        scores = scores + bias.reshape(bias.shape[0], 1, 1, bias.shape[-1])
+    weights = scores.softmax(-1)
+    out = (weights[..., None] * v[:, :, None]).sum(-2)  # [batch, kv_heads, group, dim]
+    return out.reshape(batch, heads, 1, dim)

@@ -86,3 +86,72 @@ class Cache:
         self.mask.zero_()
         self.offset.zero_()
         self.cross = [None] * len(self.cross)
+
+
+class RowCache(Cache):
+    """A static cache whose rows each have their own offset (`offsets`, `[batch]` long): continuous batching
+    keeps every sequence in one row, its tokens in slots `[0, offsets[row])` exactly as if it ran alone, and
+    rows join and leave independently. Inputs must carry `position_ids` (each row has its own positions).
+
+    `view(rows, length)` is the first rows and slots sharing these buffers (a decode step attends over the
+    slots in use only); `place(row, source, source_row, length)` copies a prompt prefilled in another cache.
+    `rowwise` [True]: one-token steps use `attention.rowwise_attention`, whose result for a row does not
+    depend on the other rows.
+    """
+
+    rowwise = True
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        self.offsets = torch.zeros(self.batch_size, dtype=torch.long, device=self.mask.device)
+
+    def slots(self, length: int) -> torch.Tensor:
+        """`[batch, length]`: each row's next `length` slots."""
+        return self.offsets[:, None] + torch.arange(length, device=self.mask.device)
+
+    def begin(self, attention_mask: torch.Tensor) -> torch.Tensor:
+        batch, length = attention_mask.shape
+        if batch != self.batch_size:
+            raise InputError(f"cache holds {self.batch_size} rows but the input has {batch}")
+        slots = self.slots(length)
+        self.mask.scatter_(1, slots, attention_mask.to(torch.bool))
+        return slots
+
+    def write(self, layer: int, slots: torch.Tensor, key: torch.Tensor, value: torch.Tensor):
+        index = slots[:, None, :, None].expand(-1, key.shape[1], -1, key.shape[3])
+        self.keys[layer].scatter_(2, index, key.to(self.keys[layer].dtype))
+        self.values[layer].scatter_(2, index, value.to(self.values[layer].dtype))
+        return self.keys[layer], self.values[layer]
+
+    def advance(self, length: int) -> None:
+        self.offsets.add_(length)
+
+    def view(self, rows: int, length: int) -> RowCache:
+        view = object.__new__(RowCache)
+        view.keys = [k[:rows, :, :length] for k in self.keys]
+        view.values = [v[:rows, :, :length] for v in self.values]
+        view.mask = self.mask[:rows, :length]
+        view.offset = self.offset
+        view.offsets = self.offsets[:rows]
+        view.rowwise = self.rowwise
+        view.cross = [None if c is None else (c[0][:rows], c[1][:rows]) for c in self.cross]
+        return view
+
+    def place(self, row: int, source: Cache, source_row: int, length: int) -> None:
+        """Row `row` becomes the first `length` slots of `source`'s row `source_row` (a prompt prefilled on its
+        own, unpadded); its other slots are masked off and its offset is `length`."""
+        for mine, theirs in ((self.keys, source.keys), (self.values, source.values)):
+            for target, origin in zip(mine, theirs):
+                target[row, :, :length] = origin[source_row, :, :length]
+        self.mask[row] = False
+        self.mask[row, :length] = source.mask[source_row, :length]
+        self.offsets[row] = length
+
+    def free(self, row: int) -> None:
+        """Forget row `row` (its slot may decode dummy tokens until it is placed again)."""
+        self.mask[row] = False
+        self.offsets[row] = 0
+
+    def reset(self) -> None:
+        super().reset()
+        self.offsets.zero_()

@@ -36,9 +36,13 @@ def causal_bias(attention_mask: torch.Tensor | None, query_length: int, key_leng
 
 def cache_bias(cache_mask: torch.Tensor, slots: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """Bias over a static cache: query at slot s sees filled slots <= s. `cache_mask` is `[batch, L]`,
-    `slots` the query slots `[T]`; the result is `[batch, 1, T, L]`."""
+    `slots` the query slots `[T]` (or `[batch, T]` when each row has its own, `RowCache`); the result is
+    `[batch, 1, T, L]`."""
     keys = torch.arange(cache_mask.shape[1], device=cache_mask.device)
-    visible = (keys[None, :] <= slots[:, None])[None, None] & cache_mask[:, None, None, :]
+    if slots.dim() == 2:
+        visible = (keys[None, None, :] <= slots[:, :, None])[:, None] & cache_mask[:, None, None, :]
+    else:
+        visible = (keys[None, :] <= slots[:, None])[None, None] & cache_mask[:, None, None, :]
     return _bias(visible, dtype)
 
 

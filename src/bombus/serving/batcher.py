@@ -22,7 +22,7 @@ class Batcher:
 
     Options: `max_batch_size` [8], items per call of `function`; `timeout_ms` [5.0], how long the first
     item of a batch waits for company. `batches_run` and `items_run` count what has run (observable
-    batching).
+    batching); `on_batch`, when set, is called with the size of each batch run (metrics).
     """
 
     def __init__(self, function: Callable[[list[Any]], Sequence[Any]], *, max_batch_size: int = 8,
@@ -34,6 +34,7 @@ class Batcher:
         self.timeout = timeout_ms / 1000.0
         self.batches_run = 0
         self.items_run = 0
+        self.on_batch: Callable[[int], None] | None = None
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -113,3 +114,5 @@ class Batcher:
     def _count(self, items: int) -> None:
         self.batches_run += 1
         self.items_run += items
+        if self.on_batch is not None:
+            self.on_batch(items)

@@ -28,15 +28,22 @@ def ray_cluster():
     ray.shutdown()
 
 
-def kill_worker(prefix: str) -> int | None:
-    """SIGKILL one process of this test's own Ray cluster (a descendant of this process) whose title starts
-    with `prefix` (e.g. "ray::MapWorker"); its pid, or None when there is none."""
+def workers(prefix: str) -> list[psutil.Process]:
+    """The live processes of this test's own Ray cluster (descendants of this process) whose title starts with
+    `prefix` (e.g. "ray::MapWorker")."""
+    found = []
     for process in psutil.Process().children(recursive=True):
         try:
-            title = " ".join(process.cmdline())
+            if " ".join(process.cmdline()).startswith(prefix) and process.status() != psutil.STATUS_ZOMBIE:
+                found.append(process)
         except psutil.Error:
             continue
-        if title.startswith(prefix):
-            process.kill()
-            return process.pid
+    return found
+
+
+def kill_worker(prefix: str) -> int | None:
+    """SIGKILL one of `workers(prefix)`, as a crash would; its pid, or None when there is none."""
+    for process in workers(prefix):
+        process.kill()
+        return process.pid
     return None

@@ -125,6 +125,8 @@ def test_a_data_set_without_the_text_column(ray_cluster, checkpoints, tmp_path):
     start = time.perf_counter()
     assert main(["embed", "--ray", str(tmp_path / "in.jsonl"), "--model", str(c.folder)]) == 1
     assert time.perf_counter() - start < 30 and not (tmp_path / "in.out.jsonl").exists()
+    with pytest.raises(ConfigError, match=r"has 2 CPUs; 3 actor\(s\) x 1 CPU each need 3"):
+        run_file(str(tmp_path / "in.jsonl"), str(tmp_path / "out.jsonl"), "embed", str(c.folder), actors=3)
     del out
 
 

@@ -41,7 +41,7 @@ def add_serve(commands) -> None:
     group.add_argument("--max-replicas", type=_positive_int, help="with --ray: autoscale from --replicas up to this")
     group.add_argument("--replica-cpus", type=float, default=1.0, help="with --ray: CPUs each replica reserves")
     group.add_argument("--address", help="with --ray: the Ray cluster: auto (started by `ray start --head`), "
-                       "HOST:PORT or ray://HOST:10001 (default: a Ray started here)")
+                       "HOST:PORT or ray://HOST:10001; unset: a Ray started here")
     p.set_defaults(run=run_serve)
 
 

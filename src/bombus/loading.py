@@ -85,8 +85,9 @@ def load_model(source: str | os.PathLike, *, architecture: str | None = None, dt
     device = torch.device(device or "cpu")
     with torch.device("meta"):
         model = _model_class(spec)(spec)
+    decoding = model.architecture in model.generative and device.type == "cpu"
     load_state(model, files, model.keymap(), dtype=dtype, device=device, init=model.init_module,
-               tied=model.tied_names())
+               tied=model.tied_names(), column_major=model.linear_weight_names() if decoding else frozenset())
     model.tie_weights()
     if model.architecture in model.generative:
         # The checkpoint's generation defaults (generation_config.json, else config.json), as generate uses.

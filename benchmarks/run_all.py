@@ -272,7 +272,7 @@ def memory_child(engine_name: str, folder: str, decoder: bool, workloads: list[s
 
 def memory(engine: str, folder: Path, decoder: bool, workloads: list[str], threads: int) -> dict:
     command = [sys.executable, __file__, "--_memory", engine, str(folder), "1" if decoder else "0",
-               "--threads", str(threads), "--workloads", *workloads]
+               "--threads", str(threads), "--new", str(NEW), "--workloads", *workloads]
     out = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
     if out.returncode:
         return {"error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "failed"}
@@ -346,6 +346,7 @@ def markdown(header: list[str], rows: list[list[str]]) -> str:
 
 
 def main() -> None:
+    global NEW
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=[*DECODERS, *ENCODERS], choices=[*DECODERS, *ENCODERS])
     parser.add_argument("--engines", nargs="+", default=ENGINES, choices=ENGINES)
@@ -353,11 +354,13 @@ def main() -> None:
                         choices=DECODE_WORKLOADS + ENCODE_WORKLOADS)
     parser.add_argument("--reps", type=int, default=5, help="timed repetitions per cell (default 5)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--new", type=int, default=NEW, help=f"new tokens of the decode rows (default {NEW})")
     parser.add_argument("--no-memory", dest="memory", action="store_false", help="skip the subprocess memory runs")
     parser.add_argument("--quick", action="store_true", help="GPT-2 small and RoBERTa-base, 2 reps, no memory")
     parser.add_argument("--_memory", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    NEW = args.new
     if args._memory:
         engine, folder, decoder = args._memory
         return memory_child(engine, folder, decoder == "1", args.workloads, args.threads)
@@ -389,7 +392,8 @@ def main() -> None:
     print()
     print(machine())
     print(describe_ceilings(rates))
-    print(f"{started}; prompt {PROMPT}, {NEW} new tokens; {args.reps} interleaved repetitions: median (min-max)\n")
+    print(f"{started}; prompt {PROMPT}, {NEW} new tokens; {args.reps} interleaved repetitions: median (min-max); "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}\n")
     print(markdown(["model", "workload", "engine", "median (min-max)", "unit", "vs tf", "roofline", "agree",
                     "peak MB"], rows))
     if loads:

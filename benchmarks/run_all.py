@@ -124,7 +124,11 @@ def convert_ct2(folder: Path) -> Path | None:
     target = folder.with_name(folder.name + "-ct2")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ctranslate2.converters.TransformersConverter(str(folder)).convert(str(target), force=True)
+        try:
+            ctranslate2.converters.TransformersConverter(str(folder)).convert(str(target), force=True)
+        except ValueError as e:  # a family CTranslate2 does not support (ALBERT)
+            print(f"  {folder.name}: CTranslate2 skipped: {str(e)[:90]}", flush=True)
+            return None
     return target
 
 
@@ -335,6 +339,8 @@ def run_model(name: str, args, rates: dict, root: Path, rows: list[list[str]], l
             rows.append([name, work, engine_name, cell(shown, fmt), "tok/s" if work.startswith("decode") else
                          "seq/s" if units else "ms", f"{ratio:.2f}x" if ratio else "", fraction, agree,
                          f"{peak:.0f}" if peak is not None else ""])
+        for row in rows[-len(seconds):]:  # as they come, in case a long run is cut short
+            print("  | " + " | ".join(row) + " |", flush=True)
         print(f"  {name} {work} done ({load_average()})", flush=True)
 
 

@@ -19,53 +19,18 @@ Usage: python benchmarks/generation.py [--reps 7] [--device cpu|cuda] [--dtype f
 from __future__ import annotations
 
 import argparse
-import ctypes
-import gc
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import warnings
+from pathlib import Path
 
 import torch
 
-
-def machine(device: str) -> str:
-    flags = ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = f.read()
-        model = next((line.split(":", 1)[1].strip() for line in cpu.splitlines() if line.startswith("model name")), "?")
-        have = set(next((line.split(":", 1)[1].split() for line in cpu.splitlines() if line.startswith("flags")), []))
-        isa = [name for name in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
-               if name in have]
-        flags = f"{model}; ISA: {' '.join(isa) or 'no AVX2'}"
-    except OSError:
-        flags = platform.processor() or platform.machine()
-    line = f"CPU: {flags}; torch threads: {torch.get_num_threads()} (of {os.cpu_count()} cores)"
-    if device == "cuda":
-        line += f"\nGPU: {torch.cuda.get_device_name()}"
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    return line + f"\ntorch {torch.__version__}; load average before the run: {load} (other processes share the cores)"
-
-
-def _status(field: str) -> int:
-    with open("/proc/self/status") as f:
-        line = next(line for line in f if line.startswith(field + ":"))
-    return int(line.split()[1]) * 1024
-
-
-def timed(device: str, fn) -> float:
-    if device == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    fn()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import cell, load_average, machine, reset_peak, status_bytes, timed  # noqa: E402
 
 
 def cuda_peak(fn) -> float:
@@ -97,17 +62,10 @@ def _memory_child(engine: str, folder: str, batch: int, args) -> None:
     with torch.no_grad():  # page in memory-mapped weights, so that only the call's own memory is counted
         for p in models[engine].parameters():
             p.sum()
-    gc.collect()
-    try:  # hand freed heap (loading buffers) back to the OS, or the call would reuse it unseen
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except OSError:
-        pass
-    with open("/proc/self/clear_refs", "w") as f:  # VmHWM := VmRSS
-        f.write("5")
-    base = _status("VmRSS")
+    base = reset_peak()  # freed heap (loading buffers) handed back, or the call would reuse it unseen
     with torch.no_grad():
         run(ids, mask, args.new)
-    print((_status("VmHWM") - base) / 2**20)
+    print((status_bytes("VmHWM") - base) / 2**20)
 
 
 def inputs(batch: int, prompt: int, device: str):
@@ -131,10 +89,6 @@ def build_engines(folder: str, dtype: torch.dtype, device: str, beams: int = 1) 
                                                      pad_token_id=0, num_beams=beams),
     }
     return engines, {"transformers": ref, "bombus": ours}
-
-
-def cell(values: list[float], fmt: str) -> str:
-    return f"{format(statistics.median(values), fmt)} ({format(min(values), fmt)}-{format(max(values), fmt)})"
 
 
 def main() -> None:
@@ -182,16 +136,16 @@ def main() -> None:
                                     else cpu_peak(name, folder, batch, args))
                 for _ in range(args.reps):
                     for name, run in engines.items():
-                        seconds = timed(args.device, lambda: run(ids, mask, args.new))
+                        seconds = timed(lambda: run(ids, mask, args.new), args.device)
                         results[name]["tps"].append(batch * args.new / seconds)
-                        results[name]["ttft"].append(1000 * timed(args.device, lambda: run(ids, mask, 1)))
+                        results[name]["ttft"].append(1000 * timed(lambda: run(ids, mask, 1), args.device))
             same = torch.equal(outputs["transformers"], outputs["bombus"])
             for name, r in results.items():
                 print(f"{batch:>5} {name:<13} {cell(r['tps'], '.1f'):>20} {cell(r['ttft'], '.1f'):>20} "
                       f"{memory[name]:>9.1f}  {same if name == 'bombus' else ''}")
             ratio = statistics.median(results["bombus"]["tps"]) / statistics.median(results["transformers"]["tps"])
             print(f"{'':>5} bombus / transformers tokens/s: {ratio:.2f}x")
-        print(f"load average after: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
+        print(f"after: {load_average()}")
 
 
 if __name__ == "__main__":

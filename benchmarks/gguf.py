@@ -23,11 +23,13 @@ import argparse
 import importlib.util
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import machine  # noqa: E402
 
 PROMPTS = [
     "What is the largest ocean on Earth?", "Write a haiku about autumn leaves.",
@@ -120,21 +122,6 @@ def smollm_path() -> Path:
     return Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def machine() -> str:
-    flags = set()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("flags"):
-                flags = set(line.split(":")[1].split())
-                break
-        model = next((line.split(":")[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-    except OSError:
-        model = platform.processor()
-    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
-           if f in flags]
-    return f"{model}; {os.cpu_count()} cores; ISA: {' '.join(isa) or 'unknown'}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
@@ -153,7 +140,7 @@ def main() -> None:
     if args.omp_wait:
         env["OMP_WAIT_POLICY"] = args.omp_wait.upper()
     print(f"{path.name} ({path.stat().st_size / 2**20:.0f} MB), greedy, {args.new_tokens} new tokens, chat prompts")
-    print(f"machine: {machine()}")
+    print(machine())
     print(f"torch {torch.__version__}; OMP_WAIT_POLICY={env.get('OMP_WAIT_POLICY', 'unset (OpenMP default)')}; "
           f"median of {args.repeats} interleaved runs")
     if skipped:

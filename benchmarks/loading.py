@@ -8,11 +8,13 @@ The weights' own size is printed beside the peaks: loading should cost about one
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import cell  # noqa: E402
 
 SHAPES = {"small": dict(n_embd=768, n_layer=12, n_head=12), "medium": dict(n_embd=1024, n_layer=24, n_head=16)}
 
@@ -69,11 +71,9 @@ def main() -> None:
     print(f"GPT-2 {args.size}, {args.dtype}: weights {weight_mb:.0f} MB; median (min-max) of {args.repeats}")
     print(f"{'engine':14} {'load s':>22} {'peak RSS MB':>24} {'peak - after imports MB':>26}")
     for engine, runs in results.items():
-        def cell(values, fmt):
-            return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}-{fmt.format(max(values))})"
-        print(f"{engine:14} {cell([r['seconds'] for r in runs], '{:.2f}'):>22} "
-              f"{cell([r['peak_mb'] for r in runs], '{:.0f}'):>24} "
-              f"{cell([r['peak_mb'] - r['import_mb'] for r in runs], '{:.0f}'):>26}")
+        print(f"{engine:14} {cell([r['seconds'] for r in runs], '.2f'):>22} "
+              f"{cell([r['peak_mb'] for r in runs], '.0f'):>24} "
+              f"{cell([r['peak_mb'] - r['import_mb'] for r in runs], '.0f'):>26}")
 
 
 if __name__ == "__main__":

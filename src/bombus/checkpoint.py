@@ -274,10 +274,12 @@ def _read(reader: CheckpointReader, keymap: KeyMap, key: Key) -> tuple[str, torc
 
 def load_state(model: nn.Module, files: list[Path], keymap: KeyMap, *, dtype: torch.dtype,
                device: torch.device | str, init: Callable[[nn.Module, str], None],
-               tied: set[str] = frozenset()) -> None:
+               tied: set[str] = frozenset(), column_major: set[str] = frozenset()) -> None:
     """Fill `model` (built on the meta device) from `files`, converting to `dtype`/`device` one tensor
     at a time. Parameters the files lack are initialised with `init(module, name)` and listed in a
-    warning; file keys nothing used are listed too. A shape mismatch is a `CheckpointError`."""
+    warning; file keys nothing used are listed too. A shape mismatch is a `CheckpointError`.
+    Matrices named in `column_major` are stored so (see `Model.decoding_layout`) as they are read: no
+    second copy of the model exists at any time, and none at all where the file holds `[in, out]`."""
     reader = CheckpointReader(files)
     used: set[str] = set()
     missing: list[str] = []
@@ -305,7 +307,9 @@ def load_state(model: nn.Module, files: list[Path], keymap: KeyMap, *, dtype: to
                 f"checkpoint key {candidate!r} in {reader.file_of(candidate)} has shape {tuple(tensor.shape)}, but "
                 f"the model's {name!r} expects {tuple(current.shape)}: the config.json does not match the weights")
         target_dtype = dtype if tensor.is_floating_point() else tensor.dtype
-        _set_tensor(model, name, tensor.to(device=device, dtype=target_dtype).contiguous())
+        value = tensor.to(device=device, dtype=target_dtype)
+        value = value.t().contiguous().t() if name in column_major and value.dim() == 2 else value.contiguous()
+        _set_tensor(model, name, value)
     if len(missing) == len([n for n in names if n not in tied]):
         raise CheckpointError(
             f"none of the model's parameters were found in {', '.join(map(str, files))}: it is not a "

@@ -14,6 +14,7 @@ from .hub import resolve_file
 from .layers.attention import check_implementation
 from .model import Model
 from .models import architecture_of, family
+from .quantize import QUANTIZE_MODES, quantize_model
 from .spec import Spec, configure, read_config
 
 
@@ -73,8 +74,14 @@ def load_model(source: str | os.PathLike, *, architecture: str | None = None, dt
     `revision` and `token` for the hub; other keywords override spec options (e.g. `num_labels=3`).
     Returns the model in eval mode.
 
+    `quantize` (CPU, float checkpoints): None (default) keeps float weights; "int8" makes every Linear
+    layer int8 (per-row weights, activations quantised per call: `bombus.quantize.DynamicInt8Linear`);
+    "int4" makes them 4-bit in groups of 64 inputs with bfloat16 activations (`Int4Linear`). Either way the
+    token embedding is stored in int8. See `bombus.quantize.quantize_model`; docs/PERFORMANCE.md for the
+    speed and the error measured.
+
     GGUF files (llama.cpp): `source` a .gguf path, or `gguf_file="name.gguf"` in a folder or hub repo.
-    `quantize` (GGUF only): "keep" (default on CPU) keeps Q4_0/Q4_1 weights in 4 bits and Q8_0 ones in
+    `quantize` for GGUF: "keep" (default on CPU) keeps Q4_0/Q4_1 weights in 4 bits and Q8_0 ones in
     8 bits (see `bombus.gguf`), "dequantize" makes every weight a `dtype` float.
     """
     check_implementation(attention, torch.device(device or "cpu"), dtype or torch.float32)  # before any reading
@@ -84,22 +91,30 @@ def load_model(source: str | os.PathLike, *, architecture: str | None = None, dt
 
         return gguf_format.load_model(gguf, architecture=architecture, dtype=dtype, device=device,
                                       quantize=quantize, **options).set_attention(attention)
-    if quantize is not None:
-        raise ConfigError(f"quantize={quantize!r} applies to GGUF files; {source} is a config.json checkpoint")
+    if quantize is not None and quantize not in QUANTIZE_MODES:
+        raise ConfigError(f"quantize must be one of {', '.join(map(repr, QUANTIZE_MODES))} or None for "
+                          f"{source} (a config.json checkpoint; 'keep'/'dequantize' apply to GGUF files), "
+                          f"got {quantize!r}")
+    if quantize is not None and torch.device(device or "cpu").type != "cpu":
+        raise ConfigError(f"quantize={quantize!r} runs PyTorch's CPU kernels; device {device} is not supported "
+                          f"(load float weights there: quantize=None, e.g. with dtype=torch.bfloat16)")
     spec = load_spec(source, architecture, revision=revision, token=token, **options)
     files = find_weight_files(source, revision=revision, token=token)
     dtype = dtype or torch.float32
     device = torch.device(device or "cpu")
     with torch.device("meta"):
         model = _model_class(spec)(spec)
+    decoding = model.architecture in model.generative and device.type == "cpu" and quantize is None
     load_state(model, files, model.keymap(), dtype=dtype, device=device, init=model.init_module,
-               tied=model.tied_names())
+               tied=model.tied_names(), column_major=model.linear_weight_names() if decoding else frozenset())
     model.tie_weights()
     if model.architecture in model.generative:
         # The checkpoint's generation defaults (generation_config.json, else config.json), as generate uses.
         from .generation import load_generation_config
 
         model.generation_config = load_generation_config(source, revision=revision, token=token)
-        if device.type == "cpu":
+        if device.type == "cpu" and quantize is None:
             model.decoding_layout()
+    if quantize is not None:
+        quantize_model(model, quantize)
     return model.set_attention(attention).eval()

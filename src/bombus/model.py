@@ -209,11 +209,18 @@ class Model(nn.Module):
         positions = torch.arange(input_ids.shape[-1], device=input_ids.device)
         return (positions * (input_ids != pad)).argmax(-1)
 
+    def linear_weight_names(self) -> set[str]:
+        """Names of the parameters Linear layers multiply by (a tied weight under its source's name)."""
+        tied = {t: self.tied[t] for t in self.tied_names()}
+        names = {f"{prefix}.weight".lstrip(".") for prefix, m in self.named_modules() if isinstance(m, nn.Linear)}
+        return {tied.get(name, name) for name in names}
+
     def decoding_layout(self) -> "Model":
         """Store every Linear weight column-major (`[in, out]` in memory; the parameter keeps its `[out, in]`
         shape). PyTorch's CPU kernels multiply one token's activations by such a weight about 30% faster,
         which is what a decode step does; larger batches run at the same speed. Values are unchanged.
-        `load_model` applies it to generative architectures; returns the model."""
+        `load_model` reads generative architectures' weights in this layout (`linear_weight_names`) and
+        calls this for any left; returns the model."""
         for module in self.modules():
             if isinstance(module, nn.Linear) and module.weight.is_contiguous() and module.weight.dim() == 2:
                 module.weight.data = module.weight.data.t().contiguous().t()

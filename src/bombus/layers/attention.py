@@ -114,13 +114,15 @@ class Attention(nn.Module):
         cache: Cache | None = None,
         layer: int = 0,
         slots: torch.Tensor | None = None,
+        kv_length: int | None = None,
         rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
         head_mask: torch.Tensor | None = None,
         output_attentions: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x: `[batch, seq, hidden]`. `bias`: additive mask broadcastable to `[batch, heads, seq, keys]`;
         `causal`: use SDPA's built-in causal mask instead (no bias, no cache). With `cache`, new keys and
-        values are written at `slots` of layer `layer` and attention covers the whole cache. Returns the
+        values are written at `slots` of layer `layer` and attention covers the whole cache, or its first
+        `kv_length` slots when given (`bias` then covers those). Returns the
         output and, when `output_attentions` or `head_mask` is given, the attention weights."""
         if self.qkv is not None:  # fused self-attention projections
             sizes = [self.num_heads * self.head_dim] + [self.num_kv_heads * self.head_dim] * 2
@@ -145,6 +147,8 @@ class Attention(nn.Module):
                 q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
             if cache is not None:
                 k, v = cache.write(layer, slots, k, v)
+                if kv_length is not None:
+                    k, v = k[:, :, :kv_length], v[:, :, :kv_length]
         eager = output_attentions or head_mask is not None or self.implementation == "eager"
         if not eager and getattr(cache, "rowwise", False) and q.shape[-2] == 1 and not self.training:
             out = rowwise_attention(q, k, v, bias, self.scale)

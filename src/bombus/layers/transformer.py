@@ -108,12 +108,13 @@ class Block(nn.Module):
         # not even called in eval: at ~60 calls per decode step, a no-op call costs as much as an op
         return F.dropout(x, self.dropout, self.training) if self.training and self.dropout else x
 
-    def forward(self, x, *, bias=None, causal=False, cache=None, layer=0, slots=None, rotary=None,
+    def forward(self, x, *, bias=None, causal=False, cache=None, layer=0, slots=None, kv_length=None, rotary=None,
                 head_mask=None, encoder_state=None, encoder_bias=None, cross_head_mask=None,
                 output_attentions=False):
         x, attention = self._residual(
             x, self.attention, self.attention_norm, bias=bias, causal=causal, cache=cache, layer=layer,
-            slots=slots, rotary=rotary, head_mask=head_mask, output_attentions=output_attentions)
+            slots=slots, kv_length=kv_length, rotary=rotary, head_mask=head_mask,
+            output_attentions=output_attentions)
         cross_attention = None
         if hasattr(self, "cross_attention") and (
                 encoder_state is not None or (cache is not None and cache.cross[layer] is not None)):
@@ -122,6 +123,13 @@ class Block(nn.Module):
                 cache=cache, layer=layer, head_mask=cross_head_mask, output_attentions=output_attentions)
         x, _ = self._residual(x, lambda h: (self.mlp(h), None), self.mlp_norm)
         return x, attention, cross_attention
+
+
+def _eager_cpu(cache: Cache) -> bool:
+    """Whether the cache's offset can be read without a device sync or a graph break (a `RowCache`, whose rows
+    each have their own offset, keeps its own slot window)."""
+    return cache.offset.device.type == "cpu" and not torch.compiler.is_compiling() \
+        and not getattr(cache, "rowwise", False)
 
 
 class Transformer(nn.Module):
@@ -155,7 +163,8 @@ class Transformer(nn.Module):
         output of every block applied (the last one after `final_norm`; with ALBERT-style groups of several
         blocks, each of them, as the reference records them), or () when not requested."""
         batch, length = x.shape[:2]
-        slots = None
+        slots = kv_length = None
+        cache_causal = False
         if attention_mask is not None and cache is None and self.groups[0][0].attention.implementation == "flash" \
                 and bool(attention_mask.all()):
             attention_mask = None  # nothing to mask: flash attention can run (it takes no mask)
@@ -163,13 +172,27 @@ class Transformer(nn.Module):
             new_mask = (torch.ones(batch, length, dtype=torch.bool, device=x.device) if attention_mask is None
                         else attention_mask[:, -length:])
             slots = cache.begin(new_mask)
-            bias = cache_bias(cache.mask, slots, x.dtype)
+            if _eager_cpu(cache):
+                # Reading the offset is free here: attend over the used slots only, not the whole buffer, and
+                # drop the mask when nothing is padded (SDPA's own causal mask for a prompt from slot 0).
+                kv_length = int(cache.offset) + length
+                used = cache.mask[:, :kv_length]
+                if not bool(used.all()):
+                    bias = cache_bias(used, slots, x.dtype)
+                elif length == 1:
+                    bias = None
+                elif kv_length == length:
+                    bias, cache_causal = None, True
+                else:
+                    bias = causal_bias(None, length, kv_length, x.dtype, x.device)
+            else:  # compiled or on an accelerator: every shape fixed, the whole buffer under a mask
+                bias = cache_bias(cache.mask, slots, x.dtype)
         elif causal and attention_mask is not None:
             bias = causal_bias(attention_mask, length, length, x.dtype, x.device)
         else:
             bias = padding_bias(attention_mask, x.dtype)
         encoder_bias = padding_bias(encoder_attention_mask, x.dtype)
-        causal = causal and cache is None
+        causal = (causal and cache is None) or cache_causal
         num_heads = self.groups[0][0].attention.num_heads
         head_mask = expand_head_mask(head_mask, len(self.group_of), num_heads, "attention_head_mask")
         cross_head_mask = expand_head_mask(cross_head_mask, len(self.group_of), num_heads,
@@ -181,7 +204,8 @@ class Transformer(nn.Module):
                 if output_hidden_states:
                     hidden_states.append(x)
                 x, attention, cross = block(
-                    x, bias=bias, causal=causal, cache=cache, layer=layer, slots=slots, rotary=rotary,
+                    x, bias=bias, causal=causal, cache=cache, layer=layer, slots=slots, kv_length=kv_length,
+                    rotary=rotary,
                     head_mask=None if head_mask is None else head_mask[i],
                     encoder_state=encoder_state, encoder_bias=encoder_bias,
                     cross_head_mask=None if cross_head_mask is None else cross_head_mask[i],

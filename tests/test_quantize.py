@@ -1,0 +1,137 @@
+"""`load_model(..., quantize="int8" | "int4")`: weight-only quantisation of every Linear layer (and the token
+embedding) of float checkpoints, compared with the same checkpoint in float32."""
+
+from __future__ import annotations
+
+import random
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+from torch import nn
+
+import bombus
+from bombus.errors import CheckpointError, ConfigError
+from bombus.quantize import DynamicInt8Linear, Int4Linear, Int8Embedding
+from reference import save
+
+DEMO = Path(bombus.__file__).parent / "data" / "demo-gpt2"
+# Relative error of a tiny random model's logits (norm of the difference / norm of float32's); measured
+# about 0.004-0.013 (int8) and 0.08-0.09 (int4) on the configurations below.
+TOLERANCE = {"int8": 0.03, "int4": 0.15}
+
+
+def relative_error(ours: torch.Tensor, ref: torch.Tensor) -> float:
+    return ((ours.float() - ref.float()).norm() / ref.float().norm()).item()
+
+
+@pytest.fixture(scope="module", params=[0, 1])
+def gpt2_folder(request, tmp_path_factory) -> Path:
+    rng = random.Random(request.param)
+    heads = rng.choice([2, 4])
+    config = transformers.GPT2Config(vocab_size=rng.randint(200, 300), n_positions=64, n_embd=32 * rng.choice([1, 2]),
+                                     n_layer=rng.randint(1, 3), n_head=heads, n_inner=rng.choice([None, 96]))
+    torch.manual_seed(request.param)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = transformers.GPT2LMHeadModel(config).eval()
+    return save(model, tmp_path_factory.mktemp(f"gpt2-{request.param}"))
+
+
+@pytest.fixture(scope="module")
+def bert_folder(tmp_path_factory) -> Path:
+    config = transformers.BertConfig(vocab_size=150, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                     intermediate_size=128, max_position_embeddings=64)
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = transformers.BertModel(config).eval()
+    return save(model, tmp_path_factory.mktemp("bert"))
+
+
+@pytest.mark.parametrize("mode", ["int8", "int4"])
+def test_decoder_logits_close_to_float32(gpt2_folder, mode):
+    full = bombus.load_model(gpt2_folder)
+    small = bombus.load_model(gpt2_folder, quantize=mode)
+    layer = DynamicInt8Linear if mode == "int8" else Int4Linear
+    assert not any(type(m) is nn.Linear for m in small.modules()), "a Linear layer was left in float"
+    assert any(isinstance(m, layer) for m in small.modules())
+    assert isinstance(small.embeddings.token, Int8Embedding)
+    ids = torch.randint(0, full.spec.vocab_size, (3, 20), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones_like(ids)
+    mask[1, :5] = 0  # a left-padded row
+    with torch.no_grad():
+        want, got = full(input_ids=ids, attention_mask=mask).logits, small(input_ids=ids, attention_mask=mask).logits
+    real = mask.bool()
+    error = relative_error(got[real], want[real])
+    assert 0 < error < TOLERANCE[mode], f"{mode}: logits relative error {error:.4f}"
+
+
+@pytest.mark.parametrize("mode", ["int8", "int4"])
+def test_cached_decoding_matches_full_forward(gpt2_folder, mode):
+    """Generation through the static cache gives the tokens a full forward pass of the same quantised
+    model would choose (the cache path and the uncached path agree)."""
+    model = bombus.load_model(gpt2_folder, quantize=mode)
+    ids = torch.randint(0, model.spec.vocab_size, (2, 6), generator=torch.Generator().manual_seed(2))
+    out = model.generate(ids, max_new_tokens=8, do_sample=False, eos_token_id=None, pad_token_id=0)
+    with torch.no_grad():
+        logits = model(input_ids=out[:, :-1]).logits[:, ids.shape[1] - 1:]
+    top2 = logits.topk(2, dim=-1).values
+    decided = (top2[..., 0] - top2[..., 1]) > 1e-3  # ignore exact near-ties (bf16 rounding differs per shape)
+    assert torch.equal(logits.argmax(-1)[decided], out[:, ids.shape[1]:][decided])
+
+
+@pytest.mark.parametrize("mode", ["int8", "int4"])
+def test_demo_model_perplexity_and_greedy(mode):
+    """On real text (the demo GPT-2's held-out documentation), quantised weights keep the perplexity
+    within 10% of float32's and, for int8, the first greedy tokens."""
+    tok = bombus.load_tokenizer(DEMO)
+    full, small = bombus.load_model(DEMO), bombus.load_model(DEMO, quantize=mode)
+    texts = ["The \"with\" statement is used to wrap the execution of a block with methods defined by a context "
+             "manager. This allows common try...except...finally usage patterns to be encapsulated for "
+             "convenient reuse.",
+             "A class definition is an executable statement. The inheritance list usually gives a list of base "
+             "classes, so each item in the list should evaluate to a class object which allows subclassing."]
+    rows = [{"text": t} for t in texts]
+    ppl = {name: bombus.evaluate(m, rows, tokenizer=tok, max_length=128)["perplexity"]
+           for name, m in (("fp32", full), (mode, small))}
+    assert abs(ppl[mode] / ppl["fp32"] - 1) < 0.10, ppl
+    if mode == "int8":
+        inputs = tok(["The \"for\" statement", "An exception is"], pad_direction="left")
+        want = full.generate(**inputs, max_new_tokens=4, do_sample=False)
+        got = small.generate(**inputs, max_new_tokens=4, do_sample=False)
+        assert torch.equal(got, want)
+
+
+def test_encoder_int8_close_to_float32(bert_folder):
+    full = bombus.load_model(bert_folder)
+    small = bombus.load_model(bert_folder, quantize="int8")
+    assert not any(type(m) is nn.Linear for m in small.modules())
+    ids = torch.randint(0, 150, (2, 16), generator=torch.Generator().manual_seed(3))
+    mask = torch.ones_like(ids)
+    mask[1, 10:] = 0
+    with torch.no_grad():
+        want = full(input_ids=ids, attention_mask=mask).hidden_state
+        got = small(input_ids=ids, attention_mask=mask).hidden_state
+    error = relative_error(got[mask.bool()], want[mask.bool()])
+    assert 0 < error < TOLERANCE["int8"], error
+
+
+@pytest.mark.parametrize("bad", ["int3", "keep", "dequantize", "INT8", 8])
+def test_bad_quantize_value(gpt2_folder, bad):
+    with pytest.raises(ConfigError, match="quantize must be one of 'int8', 'int4'"):
+        bombus.load_model(gpt2_folder, quantize=bad)
+
+
+def test_quantize_needs_cpu(gpt2_folder):
+    with pytest.raises(ConfigError, match="CPU kernels"):
+        bombus.load_model(gpt2_folder, quantize="int8", device="meta")
+
+
+def test_quantized_model_cannot_be_saved(gpt2_folder, tmp_path):
+    model = bombus.load_model(gpt2_folder, quantize="int4")
+    with pytest.raises(CheckpointError, match="quantized layers"):
+        model.save_pretrained(tmp_path / "out")
+    assert not (tmp_path / "out" / "model.safetensors").exists()

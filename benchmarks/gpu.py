@@ -224,14 +224,17 @@ def large_pair(tmp: Path):
     return folder
 
 
-def train_section(args, tmp: Path) -> str:
+def large_references(folder: Path) -> dict:
+    """transformers' gpt2-large in float16, eager and SDPA attention."""
     import transformers
 
+    return {f"transformers {name}": hf_model(transformers.GPT2LMHeadModel, folder, torch.float16, kind)
+            for name, kind in (("eager", "eager"), ("SDPA", "sdpa"))}
+
+
+def train_section(args, tmp: Path) -> str:
     folder = large_pair(tmp)
-    engines = {
-        "transformers eager": hf_model(transformers.GPT2LMHeadModel, folder, torch.float16, "eager"),
-        "transformers SDPA": hf_model(transformers.GPT2LMHeadModel, folder, torch.float16, "sdpa"),
-    }
+    engines = large_references(folder)
     ours = bombus.load_model(folder, device=DEVICE, dtype=torch.float16)
     rows = []
     for batch in args.batches:
@@ -270,15 +273,10 @@ def train_section(args, tmp: Path) -> str:
 
 
 def infer_section(args, tmp: Path) -> str:
-    import transformers
-
     from bombus.generation import graphs
 
     folder = large_pair(tmp)
-    theirs = {
-        "transformers eager": hf_model(transformers.GPT2LMHeadModel, folder, torch.float16, "eager"),
-        "transformers SDPA": hf_model(transformers.GPT2LMHeadModel, folder, torch.float16, "sdpa"),
-    }
+    theirs = large_references(folder)
     ours = bombus.load_model(folder, device=DEVICE, dtype=torch.float16)
     new = args.new_large
     rows = []

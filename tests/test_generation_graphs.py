@@ -25,10 +25,8 @@ def test_length_buckets_are_powers_of_two_capped_at_the_model_limit():
     assert graphs.length_bucket(700, 700) == 700 and graphs.length_bucket(40, 50) == 50
 
 
-def _graph_loop(model, ids, mask, check_every, **fields):
-    """The graph loop with an eager step: (yielded tokens, returned sequences)."""
-    run = search._Run.prepare(model, ids, mask, None, None, None, None, None, fields)
-    loop = graphs.greedy_or_sample(run, capture=False, check_every=check_every)
+def _drain(loop):
+    """Runs a decoding generator to its end: (the tokens it yielded, the sequences it returned)."""
     yielded = []
     with torch.no_grad():
         while True:
@@ -36,19 +34,18 @@ def _graph_loop(model, ids, mask, check_every, **fields):
                 yielded.append(next(loop).clone())
             except StopIteration as done:
                 return yielded, done.value
+
+
+def _graph_loop(model, ids, mask, check_every, **fields):
+    """The graph loop with an eager step: (yielded tokens, returned sequences)."""
+    run = search._Run.prepare(model, ids, mask, None, None, None, None, None, fields)
+    return _drain(graphs.greedy_or_sample(run, capture=False, check_every=check_every))
 
 
 def _eager_loop(model, ids, mask, **fields):
     run = search._Run.prepare(model, ids, mask, None, None, None, None, None, fields)
     assert not graphs.wanted(run)  # on the CPU: the step-by-step loop
-    loop = run.decode()
-    yielded = []
-    with torch.no_grad():
-        while True:
-            try:
-                yielded.append(next(loop).clone())
-            except StopIteration as done:
-                return yielded, done.value
+    return _drain(run.decode())
 
 
 def _assert_same(graph, eager, what):

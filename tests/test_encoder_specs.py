@@ -7,6 +7,7 @@ import warnings
 import pytest
 import torch
 import transformers
+import transformers.activations
 
 import bombus
 from bombus.errors import ConfigError, InputError
@@ -209,3 +210,17 @@ def test_distilbert_accepts_and_ignores_token_types(tmp_path):
         warnings.simplefilter("error")
         assert_close(model(input_ids=ids, token_type_ids=torch.ones_like(ids)).hidden_state,
                      model(input_ids=ids).hidden_state)
+
+
+# Parametrised activations (prelu, xielu) carry weights of their own: no config.json names them for these families.
+HF_ACTIVATIONS = sorted(set(transformers.activations.ACT2CLS) - {"prelu", "xielu"})
+
+
+@pytest.mark.parametrize("name", HF_ACTIVATIONS)
+def test_every_transformers_activation_name(name):
+    """Each activation name transformers' configs accept gives the reference's function (a config with
+    `hidden_act: gelu_python` or `leaky_relu` loads and matches)."""
+    from bombus.layers.activations import activation
+
+    x = torch.randn(4, 64, generator=torch.Generator().manual_seed(0)) * 4
+    assert_close(activation(name)(x), transformers.activations.ACT2FN[name](x), what=name)

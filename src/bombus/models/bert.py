@@ -60,6 +60,8 @@ def check_heads(spec: Spec) -> None:
     if spec.hidden_size % spec.num_attention_heads:
         raise ConfigError(f"hidden_size={spec.hidden_size} is not a multiple of "
                           f"num_attention_heads={spec.num_attention_heads}")
+    if spec.pad_token_id is not None and not 0 <= spec.pad_token_id < spec.vocab_size:
+        raise ConfigError(f"pad_token_id={spec.pad_token_id} is not a token id: vocab_size is {spec.vocab_size}")
 
 
 class NumericClassifierDropout:

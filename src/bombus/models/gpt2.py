@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..checkpoint import Key
-from ..errors import InputError
+from ..errors import ConfigError, InputError
 from ..layers.embeddings import Embeddings
 from ..layers.heads import ClassificationHead, LanguageModelingHead, SequenceSummary
 from ..layers.losses import (causal_lm_loss, check_class_labels, classification_loss, span_loss,
@@ -67,6 +67,11 @@ class Gpt2Spec(Spec):
                                           hf="summary_proj_to_labels")
     bos_token_id: int | None = option(50256, "the id of the beginning-of-sequence token", hf="bos_token_id")
     eos_token_id: int | list | None = option(50256, "the id of the end-of-sequence token", hf="eos_token_id")
+
+    def validate(self) -> None:
+        if self.hidden_size % self.num_attention_heads:
+            raise ConfigError(f"hidden_size={self.hidden_size} (n_embd) is not a multiple of "
+                              f"num_attention_heads={self.num_attention_heads} (n_head)")
 
 
 class Gpt2(Model):

@@ -7,6 +7,7 @@ import warnings
 import pytest
 import torch
 import transformers
+import transformers.activations
 
 import bombus
 from bombus.errors import ConfigError, InputError
@@ -209,3 +210,43 @@ def test_distilbert_accepts_and_ignores_token_types(tmp_path):
         warnings.simplefilter("error")
         assert_close(model(input_ids=ids, token_type_ids=torch.ones_like(ids)).hidden_state,
                      model(input_ids=ids).hidden_state)
+
+
+# Parametrised activations (prelu, xielu) carry weights of their own: no config.json names them for these families.
+HF_ACTIVATIONS = sorted(set(transformers.activations.ACT2CLS) - {"prelu", "xielu"})
+
+
+@pytest.mark.parametrize("name", HF_ACTIVATIONS)
+def test_every_transformers_activation_name(name):
+    """Each activation name transformers' configs accept gives the reference's function (a config with
+    `hidden_act: gelu_python` or `leaky_relu` loads and matches)."""
+    from bombus.layers.activations import activation
+
+    x = torch.randn(4, 64, generator=torch.Generator().manual_seed(0)) * 4
+    assert_close(activation(name)(x), transformers.activations.ACT2FN[name](x), what=name)
+
+
+@pytest.mark.parametrize("family,key,value,message", [
+    ("gpt2", "n_embd", -1, r"hidden_size \(config.json 'n_embd'\) must be a positive size"),
+    ("gpt2", "n_head", 1000, "not a multiple of num_attention_heads"),
+    ("gpt2", "n_layer", 0, "must be a positive size"),
+    ("gpt2", "embd_pdrop", -1, r"dropout probability: it must be in \[0, 1\]"),
+    ("gpt2", "layer_norm_epsilon", "x", "layer_norm_epsilon .* must be float, got 'x'"),
+    ("bert", "num_hidden_layers", "2", "num_blocks .* must be int, got '2'"),
+    ("bert", "pad_token_id", 1000, "pad_token_id=1000 is not a token id"),
+    ("bert", "type_vocab_size", -1, "must be >= 0"),
+    ("roberta", "max_position_embeddings", None, "must be int, got None"),
+    ("albert", "inner_group_num", 2.5, "block_depth .* must be int, got 2.5"),
+    ("llama", "rms_norm_eps", "x", "must be float"),
+    ("llama", "head_dim", "x", "must be int or None"),
+    ("distilbert", "id2label", {"a": "x"}, "'id2label' must map class indices"),
+])
+def test_bad_config_values_raise_config_error(tmp_path, family, key, value, message):
+    """A config.json value of the wrong type or range names the option, not a torch error while building."""
+    config = {"gpt2": dict(vocab_size=50, n_embd=8, n_head=2, n_layer=1, n_positions=16),
+              "llama": dict(vocab_size=50, hidden_size=8, num_attention_heads=2, num_hidden_layers=1,
+                            intermediate_size=16)}.get(family, dict(vocab_size=50, hidden_size=8, num_attention_heads=2,
+                                                                    num_hidden_layers=2, intermediate_size=16))
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": family, **config, key: value}))
+    with pytest.raises(ConfigError, match=message):
+        bombus.build_model(bombus.load_spec(tmp_path))

@@ -193,3 +193,16 @@ def test_build_model_initialises_like_the_reference():
     assert model.embeddings.token.weight[0].abs().sum() == 0  # pad_token_id 0
     assert model.lm_head.decoder.weight is model.embeddings.token.weight
     assert model.lm_head.decoder.bias.abs().sum() == 0
+
+
+@pytest.mark.parametrize("family,arch", [("bert", "base"), ("roberta", "for_multiple_choice"), ("albert", "base")])
+def test_position_ids_broadcast_over_the_batch(tmp_path, family, arch):
+    """position_ids of shape [1, seq] (transformers' own default buffer shape) apply to every row."""
+    config = random_config(family, 5, arch)
+    ref = reference(family, arch, config, 5)
+    save(ref, tmp_path)
+    ids, mask = inputs_for(arch, config, 5)
+    positions = torch.randperm(ids.shape[-1], generator=torch.Generator().manual_seed(5)).view(
+        *[1] * (ids.dim() - 1), -1)
+    compare(*run_both(bombus.load_model(tmp_path), ref, input_ids=ids, attention_mask=mask, position_ids=positions),
+            mask)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import warnings
 from pathlib import Path
 from typing import Any, ClassVar
@@ -28,6 +29,10 @@ ALIASES = {
     "past_key_values": "cache",
     "cross_attn_head_mask": "cross_attention_head_mask",
 }
+
+
+# Forward keywords that are not tensors.
+_SCALAR_INPUTS = {"output_hidden_states", "output_attentions", "logits_to_keep", "use_cache", "cache"}
 
 
 class Model(nn.Module):
@@ -85,8 +90,14 @@ class Model(nn.Module):
                 resolved[ours] = value
         return resolved
 
-    def check_sequence(self, input_ids, input_embeddings, max_positions: int | None) -> tuple[int, ...]:
-        """Shape `[batch..., seq]` of the input; errors for both/neither given or a too-long sequence."""
+    def check_sequence(self, input_ids, input_embeddings, max_positions: int | None,
+                       inputs: dict[str, Any] | None = None) -> tuple[int, ...]:
+        """Shape `[batch..., seq]` of the input; errors for both/neither given or a too-long sequence, and
+        (given the resolved `inputs`) for the other inputs' types, shapes and id ranges (`check_inputs`)."""
+        for name, value in (("input_ids", input_ids), ("input_embeddings", input_embeddings)):
+            if value is not None and not isinstance(value, torch.Tensor):
+                raise InputError(f"{name} must be a torch tensor, got {type(value).__name__} (tokenizers "
+                                 "return tensors: model(**tok(texts)))")
         if input_ids is not None and input_embeddings is not None:
             raise InputError("give either input_ids or input_embeddings, not both")
         if input_ids is None and input_embeddings is None:
@@ -96,8 +107,63 @@ class Model(nn.Module):
             raise InputError(f"sequence length {shape[-1]} exceeds max_positions={max_positions} of this "
                              f"model; truncate the input (e.g. tokenizer length={max_positions})")
         if input_ids is not None:
+            if input_ids.dtype.is_floating_point or input_ids.dtype.is_complex or input_ids.dtype == torch.bool:
+                raise InputError(f"input_ids must hold integer token ids (torch.long), got dtype {input_ids.dtype}")
             self.check_ids(input_ids, getattr(self.spec, "vocab_size", None), "input_ids", "vocab_size")
+        elif not input_embeddings.dtype.is_floating_point:
+            raise InputError(f"input_embeddings must be floating point, got dtype {input_embeddings.dtype}")
+        if 0 in shape:
+            raise InputError(f"the input is empty (shape {list(shape)}); give at least one token per row")
+        if inputs is not None:
+            self.check_inputs(inputs, shape)
         return shape
+
+    def check_inputs(self, x: dict[str, Any], shape: tuple[int, ...]) -> None:
+        """`InputError` (not a bare torch error deep inside) for inputs that do not fit the input of `shape`
+        `[batch..., seq]`: masks, token types and positions of another shape (positions may broadcast over
+        the batch, as in transformers), non-integer ids, learned positions beyond the table, input
+        embeddings or encoder states of the wrong width, encoder masks that do not match the encoder states."""
+        for name, value in x.items():
+            if name not in _SCALAR_INPUTS and value is not None and not isinstance(value, torch.Tensor):
+                raise InputError(f"{name} must be a torch tensor, got {type(value).__name__}")
+        cache = x.get("cache")
+        for name in ("attention_mask", "token_type_ids", "position_ids"):
+            value = x.get(name)
+            if value is None:
+                continue
+            if name != "attention_mask" and (value.dtype.is_floating_point or value.dtype == torch.bool):
+                raise InputError(f"{name} must hold integer ids (torch.long), got dtype {value.dtype}")
+            got, lead = tuple(value.shape), shape[:-1]
+            if name == "attention_mask" and cache is not None:  # it may cover the cached tokens too
+                fits = len(got) == len(shape) and got[:-1] == lead and got[-1] >= shape[-1]
+            elif name == "position_ids":
+                fits = len(got) == len(shape) and got[-1] == shape[-1] and all(g in (1, n) for g, n in zip(got, lead))
+            else:
+                fits = got == shape
+            if not fits:
+                raise InputError(f"{name} has shape {list(got)}, but the input is {list(shape)}"
+                                 + (" ([batch, seq] masks only: build 4D masks from it inside the model)"
+                                    if name == "attention_mask" and len(got) != len(shape) else ""))
+        embeddings = getattr(self, "embeddings", None)
+        table = getattr(embeddings, "position", None)
+        if isinstance(table, nn.Embedding):
+            self.check_ids(x.get("position_ids"), table.num_embeddings, "position_ids", "max_positions")
+        width = embeddings.token.embedding_dim if embeddings is not None else None
+        embeds = x.get("input_embeddings")
+        if embeds is not None and width is not None and embeds.shape[-1] != width:
+            raise InputError(f"input_embeddings has width {embeds.shape[-1]}, but the model embeds tokens in "
+                             f"{width} dimensions (shape [batch, seq, {width}])")
+        encoder = x.get("encoder_hidden_state")
+        if encoder is not None:
+            hidden = getattr(self.spec, "hidden_size", None)
+            rows = math.prod(shape[:-1])
+            if encoder.dim() != 3 or encoder.shape[0] != rows or (hidden and encoder.shape[-1] != hidden):
+                raise InputError(f"encoder_hidden_state has shape {list(encoder.shape)}; expected [{rows}, "
+                                 f"encoder_seq, {hidden}] (one row per input row, width hidden_size)")
+            encoder_mask = x.get("encoder_attention_mask")
+            if encoder_mask is not None and tuple(encoder_mask.shape) != tuple(encoder.shape[:2]):
+                raise InputError(f"encoder_attention_mask has shape {list(encoder_mask.shape)}, but the encoder "
+                                 f"states are {list(encoder.shape[:2])} ([batch, encoder_seq])")
 
     @staticmethod
     def check_ids(ids: torch.Tensor | None, limit: int | None, name: str, size_name: str) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -65,7 +67,29 @@ class Spec:
         if self.id_to_label and len(self.id_to_label) != self.num_labels:
             # id_to_label is authoritative when given (HF derives num_labels from id2label).
             object.__setattr__(self, "num_labels", len(self.id_to_label))
+        self._check_values()
         self.validate()
+
+    def _check_values(self) -> None:
+        """`ConfigError` naming the option (and its config.json key) for a value of the wrong type, a size
+        that is not positive, or a dropout rate outside [0, 1], before any layer is built from it."""
+        hints = typing.get_type_hints(type(self))
+        for f in self.options():
+            value, hint = getattr(self, f.name), hints.get(f.name)
+            key = f.metadata.get("hf", ())
+            where = f"{f.name} (config.json {key[0]!r})" if key else f.name
+            allowed = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+            if not any(_is_a(value, t) for t in allowed):
+                names = " or ".join("None" if t is type(None) else getattr(t, "__name__", str(t)) for t in allowed)
+                raise ConfigError(f"{where} must be {names}, got {value!r}")
+            if f.name in _SIZES and value is not None and value < 1:
+                raise ConfigError(f"{where} must be a positive size, got {value!r}")
+            if f.name == "max_token_types" and value < 0:
+                raise ConfigError(f"{where} must be >= 0, got {value!r}")
+            if f.name.endswith("dropout_rate") and value is not None and not 0 <= value <= 1:
+                raise ConfigError(f"{where} is a dropout probability: it must be in [0, 1], got {value!r}")
+        if self.num_labels < 1:
+            raise ConfigError(f"num_labels must be >= 1, got {self.num_labels}")
 
     def validate(self) -> None:
         """Check option consistency; families extend this. Raises `ConfigError`."""
@@ -102,7 +126,11 @@ class Spec:
                     values[f.name] = cls.hf_defaults[f.name]
             used.update(f.metadata.get("hf", ()))
         if "id2label" in config and config["id2label"]:
-            values["id_to_label"] = {int(k): v for k, v in config["id2label"].items()}
+            try:
+                values["id_to_label"] = {int(k): v for k, v in dict(config["id2label"]).items()}
+            except (TypeError, ValueError):
+                raise ConfigError(f"config.json 'id2label' must map class indices to labels, e.g. "
+                                  f'{{"0": "NEGATIVE"}}; got {config["id2label"]!r}') from None
             values["num_labels"] = len(values["id_to_label"])
         elif "num_labels" in config:
             values["num_labels"] = int(config["num_labels"])
@@ -140,6 +168,23 @@ class Spec:
             # Bumblebee's name for GPT-2's tanh-approximated GELU is not one transformers knows.
             return {"gelu_approx_tanh": "gelu_new"}.get(value, value)
         return value
+
+
+# Options that count something (a table, a width, a number of blocks): 1 or more.
+_SIZES = {"vocab_size", "hidden_size", "num_blocks", "num_attention_heads", "intermediate_size", "max_positions",
+          "embedding_size", "num_groups", "block_depth", "attention_head_size", "num_key_value_heads"}
+
+
+def _is_a(value: Any, kind: Any) -> bool:
+    """Whether `value` fits the annotation `kind` (an int is a float; a bool is not an int)."""
+    if kind is type(None):
+        return value is None
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    origin = typing.get_origin(kind) or kind
+    return isinstance(origin, type) and isinstance(value, origin)
 
 
 def configure(spec: Spec, **options: Any) -> Spec:

@@ -327,7 +327,8 @@ def merge(
 
     A layer that sets a length option (`max_new_tokens` / `max_length`, `min_new_tokens` / `min_length`) hides
     the other spelling from the layers below, so a checkpoint's `max_length` never fights a user's
-    `max_new_tokens`. Setting both spellings in the same layer is a contradiction and raises.
+    `max_new_tokens`. Both spellings in the same layer act as in transformers: the `*_new_tokens` one wins
+    (with a warning where the user gave both).
     """
     if isinstance(given, dict):
         given = GenerationConfig.from_dict(given)
@@ -345,11 +346,11 @@ def merge(
     for i, layer in enumerate(layers):
         user_layer = i > 0 or base is None
         for new, total in (("max_new_tokens", "max_length"), ("min_new_tokens", "min_length")):
-            if new in layer and total in layer and user_layer:
-                raise GenerationError(
-                    f"both {new}={layer[new]} and {total}={layer[total]} are set; they say the same thing "
-                    f"({total} counts the prompt, {new} does not): set only one"
-                )
+            if new in layer and total in layer:
+                if user_layer:
+                    warnings.warn(f"both {new}={layer[new]} and {total}={layer[total]} are set: {new} wins (as in "
+                                  "transformers)", UserWarning, stacklevel=3)
+                del layer[total]
             if new in layer or total in layer:
                 merged.pop(new, None)
                 merged.pop(total, None)

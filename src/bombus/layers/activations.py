@@ -28,15 +28,45 @@ def _gelu_new(x: torch.Tensor) -> torch.Tensor:
     return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
 
 
+def _gelu_erf(x: torch.Tensor) -> torch.Tensor:
+    # transformers' "gelu_python": the erf formula written out (rounds differently from F.gelu)
+    return x * 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
+
+
+def _gelu_clipped(x: torch.Tensor) -> torch.Tensor:
+    return torch.clip(F.gelu(x), -10, 10)
+
+
+def _laplace(x: torch.Tensor, mu: float = 0.707107, sigma: float = 0.282095) -> torch.Tensor:
+    return 0.5 * (1.0 + torch.erf((x - mu).div(sigma * math.sqrt(2.0))))
+
+
+def _relu_squared(x: torch.Tensor) -> torch.Tensor:
+    return torch.square(F.relu(x))
+
+
+def _sqrt_softplus(x: torch.Tensor) -> torch.Tensor:
+    return F.softplus(x).sqrt()
+
+
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "gelu": F.gelu,
     "gelu_new": _gelu_new,
     "gelu_approx_tanh": _gelu_tanh,
     "gelu_pytorch_tanh": _gelu_tanh,
+    "gelu_python": _gelu_erf,
+    "gelu_python_tanh": _gelu_new,
+    "gelu_accurate": _gelu_new,
+    "gelu_10": _gelu_clipped,
     "gelu_fast": _gelu_fast,
     "quick_gelu": _quick_gelu,
     "relu": F.relu,
     "relu6": F.relu6,
+    "relu2": _relu_squared,
+    "leaky_relu": F.leaky_relu,
+    "hardswish": F.hardswish,
+    "laplace": _laplace,
+    "sqrtsoftplus": _sqrt_softplus,
     "silu": F.silu,
     "swish": F.silu,
     "mish": F.mish,

@@ -24,7 +24,7 @@ from ..checkpoint import Key
 from ..errors import ConfigError, InputError
 from ..layers.embeddings import Embeddings
 from ..layers.heads import ClassificationHead, LanguageModelingHead, Pooler
-from ..layers.losses import causal_lm_loss, classification_loss, span_loss, token_loss
+from ..layers.losses import causal_lm_loss, check_class_labels, classification_loss, span_loss, token_loss
 from ..layers.transformer import Block, BlockOptions, Transformer
 from ..model import Model
 from ..output import Output
@@ -60,6 +60,8 @@ def check_heads(spec: Spec) -> None:
     if spec.hidden_size % spec.num_attention_heads:
         raise ConfigError(f"hidden_size={spec.hidden_size} is not a multiple of "
                           f"num_attention_heads={spec.num_attention_heads}")
+    if spec.pad_token_id is not None and not 0 <= spec.pad_token_id < spec.vocab_size:
+        raise ConfigError(f"pad_token_id={spec.pad_token_id} is not a token id: vocab_size is {spec.vocab_size}")
 
 
 class NumericClassifierDropout:
@@ -235,7 +237,7 @@ class Bert(Model):
         x = self.inputs(kwargs, self._allowed())
         arch, cache = self.architecture, x.get("cache")
         ids, embeds = x.get("input_ids"), x.get("input_embeddings")
-        shape = self.check_sequence(ids, embeds, self._max_length())
+        shape = self.check_sequence(ids, embeds, self._max_length(), x)
         self._check_shapes(shape, x)
         flat = lambda t: None if t is None else t.reshape(-1, t.shape[-1])  # choices: [B, C, T] -> [B*C, T]
         ids, mask, types, positions = (flat(x.get(name)) for name in
@@ -278,12 +280,6 @@ class Bert(Model):
             expected = "[batch, num_choices, seq]" if choices else "[batch, seq]"
             raise InputError(f"{self.architecture} expects input_ids of shape {expected} (input_embeddings with "
                              f"a trailing hidden dimension), found {list(shape)}")
-        for name in ("attention_mask", "token_type_ids", "position_ids"):
-            value = x.get(name)
-            # With a cache, the attention mask may cover the cached tokens too.
-            if value is not None and not (name == "attention_mask" and x.get("cache") is not None) \
-                    and tuple(value.shape) != shape:
-                raise InputError(f"{name} has shape {list(value.shape)}, but the input is {list(shape)}")
         if self.embeddings.token_type is not None:
             self.check_ids(x.get("token_type_ids"), self.spec.max_token_types, "token_type_ids", "max_token_types")
 
@@ -303,6 +299,7 @@ class Bert(Model):
             out[logits_name] = logits
             sentence_labels = x.get(label_name)
             if sentence_labels is not None:
+                check_class_labels(sentence_labels, (logits.shape[0],), logits.shape[-1], label_name)
                 loss = F.cross_entropy(logits.float(), sentence_labels.reshape(-1).to(logits.device))
                 out.loss = out.loss + loss if "loss" in out else loss
         elif arch == SEQUENCE:
@@ -321,6 +318,7 @@ class Bert(Model):
         elif arch == CHOICE:
             out.logits = self.choice_head(summary).reshape(shape[:-1])  # [batch, num_choices]
             if labels is not None:
+                check_class_labels(labels, tuple(out.logits.shape[:-1]), out.logits.shape[-1])
                 out.loss = F.cross_entropy(out.logits.float(), labels.reshape(-1).to(out.logits.device))
 
     # -- checkpoints -------------------------------------------------------------------------------------------

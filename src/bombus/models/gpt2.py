@@ -12,10 +12,11 @@ import torch
 from torch import nn
 
 from ..checkpoint import Key
-from ..errors import InputError
+from ..errors import ConfigError, InputError
 from ..layers.embeddings import Embeddings
 from ..layers.heads import ClassificationHead, LanguageModelingHead, SequenceSummary
-from ..layers.losses import causal_lm_loss, classification_loss, span_loss, token_loss
+from ..layers.losses import (causal_lm_loss, check_class_labels, classification_loss, span_loss,
+                             token_loss)
 from ..layers.transformer import Block, BlockOptions, Transformer
 from ..model import Model, warn_once
 from ..output import Output
@@ -66,6 +67,11 @@ class Gpt2Spec(Spec):
                                           hf="summary_proj_to_labels")
     bos_token_id: int | None = option(50256, "the id of the beginning-of-sequence token", hf="bos_token_id")
     eos_token_id: int | list | None = option(50256, "the id of the end-of-sequence token", hf="eos_token_id")
+
+    def validate(self) -> None:
+        if self.hidden_size % self.num_attention_heads:
+            raise ConfigError(f"hidden_size={self.hidden_size} (n_embd) is not a multiple of "
+                              f"num_attention_heads={self.num_attention_heads} (n_head)")
 
 
 class Gpt2(Model):
@@ -137,7 +143,7 @@ class Gpt2(Model):
         x = self.inputs(kwargs, self.INPUTS | self.HEAD_INPUTS.get(self.architecture, set()))
         s = self.spec
         ids, embeds = x.get("input_ids"), x.get("input_embeddings")
-        shape = self.check_sequence(ids, embeds, s.max_positions)
+        shape = self.check_sequence(ids, embeds, s.max_positions, x)
         length = shape[-1]
         flat = lambda t: None if t is None else t.reshape(-1, t.shape[-1])  # double heads: [B, C, T] -> [B*C, T]
         ids, mask, types, positions = flat(ids), flat(x.get("attention_mask")), flat(x.get("token_type_ids")), \
@@ -180,9 +186,11 @@ class Gpt2(Model):
             if labels is not None:
                 out.loss = causal_lm_loss(out.logits, labels)
         if arch == "for_double_heads":
+            self._check_choice_tokens(x.get("mc_token_ids"), out.hidden_state.shape[:-1])
             mc_logits = self.multiple_choice_head(out.hidden_state, x.get("mc_token_ids")).squeeze(-1)
             out.mc_logits = mc_logits
             if x.get("mc_labels") is not None:
+                check_class_labels(x["mc_labels"], tuple(mc_logits.shape[:-1]), mc_logits.shape[-1], "mc_labels")
                 out.mc_loss = nn.functional.cross_entropy(mc_logits.float().view(-1, mc_logits.shape[-1]),
                                                           x["mc_labels"].view(-1))
         elif arch == "for_sequence_classification":
@@ -199,6 +207,19 @@ class Gpt2(Model):
             out.start_logits, out.end_logits = start.contiguous(), end.contiguous()
             if x.get("start_positions") is not None and x.get("end_positions") is not None:
                 out.loss = span_loss(start, end, x["start_positions"], x["end_positions"])
+
+    @staticmethod
+    def _check_choice_tokens(mc_token_ids, shape) -> None:
+        """mc_token_ids: one position per choice (`[batch, num_choices]`) inside the sequence."""
+        if mc_token_ids is None:
+            return
+        if tuple(mc_token_ids.shape) != tuple(shape[:-1]) or mc_token_ids.dtype.is_floating_point:
+            raise InputError(f"mc_token_ids must hold one integer position per choice, shape {list(shape[:-1])}; "
+                             f"got {list(mc_token_ids.shape)} of dtype {mc_token_ids.dtype}")
+        if mc_token_ids.device.type == "cpu" and mc_token_ids.numel() and \
+                not (0 <= int(mc_token_ids.min()) and int(mc_token_ids.max()) < shape[-1]):
+            raise InputError(f"mc_token_ids must be positions in [0, {shape[-1] - 1}] (the sequence length is "
+                             f"{shape[-1]}); got {mc_token_ids.tolist()}")
 
     checkpoint_keys = {
         "embeddings.token": "wte",

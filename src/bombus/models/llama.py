@@ -156,7 +156,7 @@ class Llama(Model):
             raise InputError("LLaMA has no token type embeddings: token_type_ids must be None")
         ids, embeds = x.get("input_ids"), x.get("input_embeddings")
         dynamic = (s.rotary_embedding_scaling_strategy or {}).get("rope_type") == "dynamic"
-        shape = self.check_sequence(ids, embeds, None if dynamic else s.max_positions)
+        shape = self.check_sequence(ids, embeds, None if dynamic else s.max_positions, x)
         if len(shape) != 2:
             raise InputError(f"input_ids must be [batch, seq] (input_embeddings [batch, seq, hidden]); found "
                              f"shape {list(shape)}")

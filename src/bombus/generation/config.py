@@ -327,8 +327,8 @@ def merge(
 
     A layer that sets a length option (`max_new_tokens` / `max_length`, `min_new_tokens` / `min_length`) hides
     the other spelling from the layers below, so a checkpoint's `max_length` never fights a user's
-    `max_new_tokens`. Both spellings in the same layer act as in transformers: the `*_new_tokens` one wins
-    (with a warning where the user gave both).
+    `max_new_tokens`. Both spellings in the same layer act as in transformers: `max_new_tokens` wins over
+    `max_length` (with a warning), and `min_new_tokens` and `min_length` both apply.
     """
     if isinstance(given, dict):
         given = GenerationConfig.from_dict(given)
@@ -345,13 +345,11 @@ def merge(
     merged: dict[str, Any] = {}
     for i, layer in enumerate(layers):
         user_layer = i > 0 or base is None
+        if "max_new_tokens" in layer and "max_length" in layer and user_layer:
+            warnings.warn(f"both max_new_tokens={layer['max_new_tokens']} and max_length={layer['max_length']} "
+                          "are set: max_new_tokens wins (as in transformers)", UserWarning, stacklevel=3)
         for new, total in (("max_new_tokens", "max_length"), ("min_new_tokens", "min_length")):
-            if new in layer and total in layer:
-                if user_layer:
-                    warnings.warn(f"both {new}={layer[new]} and {total}={layer[total]} are set: {new} wins (as in "
-                                  "transformers)", UserWarning, stacklevel=3)
-                del layer[total]
-            if new in layer or total in layer:
+            if (new in layer) != (total in layer):
                 merged.pop(new, None)
                 merged.pop(total, None)
         merged.update(layer)
@@ -403,8 +401,8 @@ def resolve(values: dict[str, Any], *, prompt_length: int, max_positions: int | 
             f"max_positions ({max_positions}); lower max_new_tokens to at most {max_positions - prompt_length}"
         )
     min_length = v["min_length"]
-    if v["min_new_tokens"] is not None:
-        min_length = prompt_length + v["min_new_tokens"]
+    if v["min_new_tokens"] is not None:  # both apply when both are set (transformers' two processors)
+        min_length = max(min_length, prompt_length + v["min_new_tokens"])
 
     _check_combinations(v)
     return Resolved(values=v, eos_token_ids=eos_ids, pad_token_id=pad, max_length=max_length, min_length=min_length)

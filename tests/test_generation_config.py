@@ -69,6 +69,8 @@ def test_checkpoint_files_tolerate_unsupported_options(tmp_path):
      "contrastive"),
     ({"negative_prompt_ids": torch.tensor([[5]])}, "guidance_scale"),
     ({"guidance_scale": 2.0, "negative_prompt_ids": torch.tensor([[5], [6]])}, "one negative prompt per prompt"),
+    ({"max_new_tokens": 5, "max_length": 9}, "set only one"),
+    ({"min_new_tokens": 2, "min_length": 9}, "set only one"),
     ({"max_new_tokens": 0}, "max_new_tokens"),
     ({"max_new_tokens": 100}, "max_positions"),
     ({"max_length": 3}, "no room"),
@@ -159,22 +161,3 @@ def test_docs_and_update():
     assert config.to_dict() == {"top_k": 5, "top_p": 0.5}
     with pytest.raises(GenerationError, match="did you mean"):
         config.update(topp=0.3)
-
-
-@pytest.mark.parametrize("lengths", [
-    {"max_new_tokens": 5, "max_length": 9}, {"max_new_tokens": 6, "max_length": 30},
-    {"min_new_tokens": 2, "min_length": 14, "max_new_tokens": 8},
-    {"min_new_tokens": 7, "min_length": 3, "max_new_tokens": 9},
-])
-def test_both_spellings_of_a_length_as_transformers(tiny, lengths):
-    """Both spellings set together (as a random GenerationConfig may): max_new_tokens wins over max_length,
-    min_new_tokens and min_length both hold, as in transformers. EOS is a token greedy decoding emits at
-    once, so the minimums bite."""
-    ids, mask = random_batch(random.Random(3), 3, tiny.vocab_size)
-    eos = int(tiny.ours.generate(ids, attention_mask=mask, max_new_tokens=1)[0, -1])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        run_both(tiny, ids, mask, eos_token_id=eos, pad_token_id=0, **lengths)
-    if "max_length" in lengths:
-        with pytest.warns(UserWarning, match="max_new_tokens wins"):
-            tiny.ours.generate(ids, attention_mask=mask, **lengths)

@@ -327,8 +327,7 @@ def merge(
 
     A layer that sets a length option (`max_new_tokens` / `max_length`, `min_new_tokens` / `min_length`) hides
     the other spelling from the layers below, so a checkpoint's `max_length` never fights a user's
-    `max_new_tokens`. Both spellings in the same layer act as in transformers: `max_new_tokens` wins over
-    `max_length` (with a warning), and `min_new_tokens` and `min_length` both apply.
+    `max_new_tokens`. Setting both spellings in the same layer is a contradiction and raises.
     """
     if isinstance(given, dict):
         given = GenerationConfig.from_dict(given)
@@ -345,11 +344,13 @@ def merge(
     merged: dict[str, Any] = {}
     for i, layer in enumerate(layers):
         user_layer = i > 0 or base is None
-        if "max_new_tokens" in layer and "max_length" in layer and user_layer:
-            warnings.warn(f"both max_new_tokens={layer['max_new_tokens']} and max_length={layer['max_length']} "
-                          "are set: max_new_tokens wins (as in transformers)", UserWarning, stacklevel=3)
         for new, total in (("max_new_tokens", "max_length"), ("min_new_tokens", "min_length")):
-            if (new in layer) != (total in layer):
+            if new in layer and total in layer and user_layer:
+                raise GenerationError(
+                    f"both {new}={layer[new]} and {total}={layer[total]} are set; they say the same thing "
+                    f"({total} counts the prompt, {new} does not): set only one"
+                )
+            if new in layer or total in layer:
                 merged.pop(new, None)
                 merged.pop(total, None)
         merged.update(layer)
@@ -401,8 +402,8 @@ def resolve(values: dict[str, Any], *, prompt_length: int, max_positions: int | 
             f"max_positions ({max_positions}); lower max_new_tokens to at most {max_positions - prompt_length}"
         )
     min_length = v["min_length"]
-    if v["min_new_tokens"] is not None:  # both apply when both are set (transformers' two processors)
-        min_length = max(min_length, prompt_length + v["min_new_tokens"])
+    if v["min_new_tokens"] is not None:
+        min_length = prompt_length + v["min_new_tokens"]
 
     _check_combinations(v)
     return Resolved(values=v, eos_token_ids=eos_ids, pad_token_id=pad, max_length=max_length, min_length=min_length)

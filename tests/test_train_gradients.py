@@ -139,9 +139,11 @@ def test_gradients_equal_reference(tmp_path, family, arch, problem):
     grads = {aliases.get(k, k): v for k, v in grads.items()}
     missing = sorted(set(expected) - set(grads))
     assert not missing, f"bombus has no gradient for {missing}"
-    # gradients of random nets span orders of magnitude: tolerate float noise relative to the largest
+    # gradients of random nets span orders of magnitude: tolerate float noise relative to the largest, with a
+    # floor for gradients that are zero in exact arithmetic (float32 sums leave ~1e-8 there, thread-dependent)
     scale = max(float(g.abs().max()) for g in expected.values())
+    atol = max(1e-5 * scale, 1e-7)
     for name, grad in expected.items():
-        assert_close(grads[name], grad, atol=1e-5 * scale, rtol=1e-4, what=f"grad {name}")
+        assert_close(grads[name], grad, atol=atol, rtol=1e-4, what=f"grad {name}")
     for name in set(grads) - set(expected):  # parameters the reference never used must get zero gradient
         assert float(grads[name].abs().max()) == 0.0, f"{name} has a gradient the reference does not"

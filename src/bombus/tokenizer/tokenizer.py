@@ -274,7 +274,7 @@ class Tokenizer:
 
     def tokenize(self, text: str, pair: str | None = None, add_special_tokens: bool = False) -> list[str]:
         """Token strings of `text` (without special tokens unless asked)."""
-        batch, _ = _batch([text] if pair is None else [(text, pair)], False)
+        batch, _ = _batch([(text, pair)] if pair else [text], False)  # an empty pair is no pair, as in encode
         return self._encode_batch(batch, add_special_tokens, False, None, "right")[0].tokens
 
     def _max_length(self, truncation: bool | int, length, n_special: int) -> int | None:

@@ -49,6 +49,31 @@ def assert_close(ours: torch.Tensor, ref: torch.Tensor, *, mask: torch.Tensor | 
     torch.testing.assert_close(ours, ref, atol=atol, rtol=rtol, msg=lambda m: f"{what}: {m}")
 
 
+def assert_cached_decoding_equals_full(model, ids: torch.Tensor, mask: torch.Tensor, *, prefix: int,
+                                       cache_length: int, positions: torch.Tensor | None = None, **encoder):
+    """The prompt's first `prefix` tokens, then one token at a time through `model.init_cache`, give the full
+    forward's logits at real tokens. Each step passes the mask of every token so far (transformers style; only
+    its last column is new). `encoder` inputs go to the full forward and the first call; later calls take the
+    encoder's keys and values from the cache (`encoder_attention_mask` is still passed). Returns the cache."""
+    def at(span):
+        return {} if positions is None else {"position_ids": positions[:, span]}
+
+    later = {k: v for k, v in encoder.items() if k != "encoder_hidden_state"}
+    with torch.no_grad():
+        full = model(input_ids=ids, attention_mask=mask, **at(slice(None)), **encoder).logits
+        cache = model.init_cache(len(ids), cache_length)
+        out = model(input_ids=ids[:, :prefix], attention_mask=mask[:, :prefix], cache=cache,
+                    **at(slice(None, prefix)), **encoder)
+        steps = [out.logits]
+        for t in range(prefix, ids.shape[1]):
+            out = model(input_ids=ids[:, t:t + 1], attention_mask=mask[:, :t + 1], cache=out.cache,
+                        **at(slice(t, t + 1)), **later)
+            steps.append(out.logits)
+    assert out.cache is cache and int(cache.offset) == ids.shape[1]
+    assert_close(torch.cat(steps, 1), full, mask=mask, what="incremental logits")
+    return cache
+
+
 def padded_batch(config, batch_size=3, length=9, seed=0, padding="right"):
     """Random ids `[batch, length]` and a mask: row 0 full, the others padded ("right" or "left") to a random
     length, padding ids set to `config.pad_token_id`."""

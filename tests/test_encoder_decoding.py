@@ -8,7 +8,7 @@ import torch
 
 import bombus
 from encoder_fixtures import batch, compare, random_config, reference
-from reference import assert_close, save
+from reference import assert_cached_decoding_equals_full, assert_close, save
 
 ARCH = "for_causal_language_modeling"
 
@@ -52,18 +52,8 @@ def test_incremental_decoding_equals_full_forward(tmp_path, family, cross, paddi
     config, _, model = decoder(tmp_path, family, 21, cross)
     ids, mask = batch(config, seed=21, length=8, padding=padding)
     enc, enc_mask = encoder_states(config, 21) if cross else (None, None)
-    with torch.no_grad():
-        full = model(input_ids=ids, attention_mask=mask, encoder_hidden_state=enc, encoder_attention_mask=enc_mask)
-        cache = model.init_cache(len(ids), 12)
-        prefix = 3
-        steps = [model(input_ids=ids[:, :prefix], attention_mask=mask[:, :prefix], cache=cache,
-                       encoder_hidden_state=enc, encoder_attention_mask=enc_mask).logits]
-        for t in range(prefix, ids.shape[1]):  # the encoder's keys and values come from the cache now
-            out = model(input_ids=ids[:, t:t + 1], attention_mask=mask[:, :t + 1], cache=cache,
-                        encoder_attention_mask=enc_mask)
-            steps.append(out.logits)
-    assert out.cache is cache and int(cache.offset) == ids.shape[1]
-    assert_close(torch.cat(steps, 1), full.logits, mask=mask, what="incremental logits")
+    assert_cached_decoding_equals_full(model, ids, mask, prefix=3, cache_length=12, encoder_hidden_state=enc,
+                                       encoder_attention_mask=enc_mask)
 
 
 def test_logits_to_keep(tmp_path):

@@ -3,7 +3,6 @@ against transformers loading the same file. Slow (transformers' GGUF load takes 
 deselect with -m "not slow"."""
 
 import importlib.util
-import warnings
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ import torch
 
 import bombus
 from bombus.quantize import Int4Linear
+from gguf_fixtures import load_reference
 
 pytestmark = pytest.mark.slow
 for _needed in ("gguf", "accelerate"):  # test dependencies (scripts/setup.sh): missing is a failure, not a skip
@@ -42,14 +42,7 @@ def path() -> Path:
 
 @pytest.fixture(scope="module")
 def reference(path):
-    import transformers
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = transformers.AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
-                                                                  dtype=torch.float32).eval()
-        tok = transformers.AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    return model, tok
+    return load_reference(path)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import torch
 import transformers
 
 import bombus
-from reference import padded_batch as batch, assert_close, randomize, save
+from reference import padded_batch as batch, assert_cached_decoding_equals_full, assert_close, randomize, save
 
 ARCHS = {
     "base": transformers.GPT2Model,
@@ -200,20 +200,7 @@ def test_cache_incremental_equals_full_forward(tmp_path, seed, padding):
     ids, mask = batch(config, length=10, seed=seed, padding=padding)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     encoder = dict(encoder_hidden_state=torch.randn(3, 4, config.n_embd)) if seed == 2 else {}
-    prefix = 4
-    with torch.no_grad():
-        full = model(input_ids=ids, attention_mask=mask, position_ids=positions, **encoder).logits
-        cache = model.init_cache(3, 12)
-        out = model(input_ids=ids[:, :prefix], attention_mask=mask[:, :prefix], position_ids=positions[:, :prefix],
-                    cache=cache, **encoder)
-        steps = [out.logits]
-        for t in range(prefix, 10):
-            # transformers style: the mask of every token so far; only its last column is new
-            out = model(input_ids=ids[:, t:t + 1], attention_mask=mask[:, :t + 1],
-                        position_ids=positions[:, t:t + 1], cache=out.cache)
-            steps.append(out.logits)
-    assert int(cache.offset) == 10
-    assert_close(torch.cat(steps, 1), full, mask=mask, what="incremental logits")
+    assert_cached_decoding_equals_full(model, ids, mask, prefix=4, cache_length=12, positions=positions, **encoder)
 
 
 def test_logits_to_keep(tmp_path):

@@ -10,7 +10,7 @@ import torch
 import transformers
 
 import bombus
-from reference import padded_batch as batch, assert_close, randomize, save
+from reference import padded_batch as batch, assert_cached_decoding_equals_full, assert_close, randomize, save
 
 ARCHS = {
     "base": transformers.LlamaModel,
@@ -149,20 +149,8 @@ def test_cache_incremental_equals_full_forward(tmp_path, seed, padding):
     model = bombus.load_model(tmp_path)
     ids, mask = batch(config, length=10, seed=seed, padding=padding)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    prefix = 4
-    with torch.no_grad():
-        full = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits
-        cache = model.init_cache(3, 12)
-        assert cache.keys[0].shape == (3, config.num_key_value_heads, 12, config.head_dim)
-        out = model(input_ids=ids[:, :prefix], attention_mask=mask[:, :prefix], position_ids=positions[:, :prefix],
-                    cache=cache)
-        steps = [out.logits]
-        for t in range(prefix, 10):
-            out = model(input_ids=ids[:, t:t + 1], attention_mask=mask[:, :t + 1], position_ids=positions[:, t:t + 1],
-                        cache=out.cache)
-            steps.append(out.logits)
-    assert int(cache.offset) == 10
-    assert_close(torch.cat(steps, 1), full, mask=mask, what="incremental logits")
+    cache = assert_cached_decoding_equals_full(model, ids, mask, prefix=4, cache_length=12, positions=positions)
+    assert cache.keys[0].shape == (3, config.num_key_value_heads, 12, config.head_dim)
 
 
 def test_default_positions_follow_the_cache(tmp_path):

@@ -151,7 +151,8 @@ class RowCache(Cache):
         self.offsets.add_(length)
 
     def view(self, rows: int, length: int) -> RowCache:
-        view = object.__new__(RowCache)
+        view = object.__new__(RowCache)  # the buffers are shared, so __init__ (which allocates) is skipped
+        view._scratch = {}
         view.keys = [k[:rows, :, :length] for k in self.keys]
         view.values = [v[:rows, :, :length] for v in self.values]
         view.mask = self.mask[:rows, :length]

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import ConfigError
+from .layers.linear import Linear
 
 QUANTIZE_MODES = ("int8", "int4")
 
@@ -321,18 +322,18 @@ def _fuse_float_projections(model: nn.Module) -> None:
     for module in list(model.modules()):
         if isinstance(module, Attention) and not module.cross and module.qkv is None:
             parts = [module.query, module.key, module.value]
-            if all(type(p) is nn.Linear for p in parts):
+            if all(type(p) in (nn.Linear, Linear) for p in parts):
                 module.fuse_qkv(_concat_linear(parts))
         elif isinstance(module, MLP) and module.gated and module.gate_up is None:
             parts = [module.gate, module.up]
-            if all(type(p) is nn.Linear for p in parts):
+            if all(type(p) in (nn.Linear, Linear) for p in parts):
                 module.fuse_gate_up(_concat_linear(parts))
 
 
 def _concat_linear(parts: list[nn.Linear]) -> nn.Linear:
     weight = torch.cat([p.weight.detach() for p in parts])
     has_bias = any(p.bias is not None for p in parts)
-    fused = nn.Linear(weight.shape[1], weight.shape[0], bias=has_bias, device="meta")
+    fused = Linear(weight.shape[1], weight.shape[0], bias=has_bias, device="meta")
     fused.weight = nn.Parameter(weight, requires_grad=False)
     if has_bias:
         fused.bias = nn.Parameter(torch.cat([p.bias.detach() if p.bias is not None else

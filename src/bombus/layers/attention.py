@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .cache import Cache
+from .linear import Linear
 from .rotary import apply_rotary, rotate_half  # noqa: F401  (rotate_half re-exported: its old home)
 
 # SDPA attends grouped-query heads without copying keys/values (`enable_gqa`) from PyTorch 2.5 on.
@@ -85,10 +86,10 @@ class Attention(nn.Module):
         self.cross = cross
         self.implementation = "sdpa"  # one of IMPLEMENTATIONS; `Model.set_attention` sets it
         kv_size = kv_size or hidden_size
-        self.query = nn.Linear(hidden_size, num_heads * self.head_dim, bias=bias)
-        self.key = nn.Linear(kv_size, self.num_kv_heads * self.head_dim, bias=bias)
-        self.value = nn.Linear(kv_size, self.num_kv_heads * self.head_dim, bias=bias)
-        self.output = nn.Linear(num_heads * self.head_dim, hidden_size, bias=output_bias)
+        self.query = Linear(hidden_size, num_heads * self.head_dim, bias=bias)
+        self.key = Linear(kv_size, self.num_kv_heads * self.head_dim, bias=bias)
+        self.value = Linear(kv_size, self.num_kv_heads * self.head_dim, bias=bias)
+        self.output = Linear(num_heads * self.head_dim, hidden_size, bias=output_bias)
         self.qkv: nn.Module | None = None  # see `fuse_qkv`
 
     def fuse_qkv(self, qkv: nn.Module) -> None:

@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .linear import Linear
+
 
 def embedding(num_embeddings: int, size: int, padding_idx: int | None = None) -> nn.Embedding:
     """`nn.Embedding`, initialised as PyTorch does, except on the meta device (models are built there to be
@@ -32,7 +34,7 @@ class Embeddings(nn.Module):
         self.position = embedding(max_positions, size, position_padding_idx) if max_positions else None
         self.token_type = embedding(max_token_types, size) if max_token_types else None
         self.norm = nn.LayerNorm(size, eps=norm_epsilon) if norm_epsilon is not None else None
-        self.projection = nn.Linear(size, hidden_size) if hidden_size else None
+        self.projection = Linear(size, hidden_size) if hidden_size else None
         self.dropout = dropout
 
     def forward(self, input_ids=None, input_embeddings=None, position_ids=None, token_type_ids=None,

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .activations import activation
+from .linear import Linear
 
 
 class LanguageModelingHead(nn.Module):
@@ -18,10 +19,10 @@ class LanguageModelingHead(nn.Module):
         super().__init__()
         embedding_size = embedding_size or hidden_size
         if transform_activation is not None:
-            self.dense = nn.Linear(hidden_size, embedding_size)
+            self.dense = Linear(hidden_size, embedding_size)
             self.act = activation(transform_activation)
             self.norm = nn.LayerNorm(embedding_size, eps=norm_epsilon)
-        self.decoder = nn.Linear(embedding_size, vocab_size, bias=bias)
+        self.decoder = Linear(embedding_size, vocab_size, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if hasattr(self, "dense"):
@@ -39,10 +40,10 @@ class ClassificationHead(nn.Module):
                  dropout: float = 0.0, dropout_first: bool = True, bias: bool = True):
         super().__init__()
         if dense:
-            self.dense = nn.Linear(hidden_size, hidden_size)
+            self.dense = Linear(hidden_size, hidden_size)
             self.act = activation(activation_name)
         self.dropout_first = dropout_first or not dense
-        self.output = nn.Linear(hidden_size, num_labels, bias=bias)
+        self.output = Linear(hidden_size, num_labels, bias=bias)
         self.dropout = dropout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -58,7 +59,7 @@ class Pooler(nn.Module):
 
     def __init__(self, hidden_size: int):
         super().__init__()
-        self.dense = nn.Linear(hidden_size, hidden_size)
+        self.dense = Linear(hidden_size, hidden_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.dense(x[:, 0]))
@@ -73,7 +74,7 @@ class SequenceSummary(nn.Module):
                  activation_name: str | None = None, first_dropout: float = 0.0, last_dropout: float = 0.0):
         super().__init__()
         self.summary_type = summary_type
-        self.projection = nn.Linear(hidden_size, projection_size) if projection_size else None
+        self.projection = Linear(hidden_size, projection_size) if projection_size else None
         self.act = activation(activation_name) if activation_name else None
         self.first_dropout, self.last_dropout = first_dropout, last_dropout
 

@@ -12,6 +12,7 @@ from torch import nn
 from .activations import activation
 from .attention import Attention
 from .cache import Cache
+from .linear import Linear
 from .masks import cache_bias, causal_bias, expand_head_mask, padding_bias
 from .norms import norm
 
@@ -54,12 +55,12 @@ class MLP(nn.Module):
         self.gated = o.gated_mlp
         self.act = activation(o.activation)
         if self.gated:
-            self.gate = nn.Linear(o.hidden_size, o.intermediate_size, bias=o.mlp_bias)
-            self.up = nn.Linear(o.hidden_size, o.intermediate_size, bias=o.mlp_bias)
-            self.down = nn.Linear(o.intermediate_size, o.hidden_size, bias=o.mlp_bias)
+            self.gate = Linear(o.hidden_size, o.intermediate_size, bias=o.mlp_bias)
+            self.up = Linear(o.hidden_size, o.intermediate_size, bias=o.mlp_bias)
+            self.down = Linear(o.intermediate_size, o.hidden_size, bias=o.mlp_bias)
         else:
-            self.intermediate = nn.Linear(o.hidden_size, o.intermediate_size, bias=o.mlp_bias)
-            self.output = nn.Linear(o.intermediate_size, o.hidden_size, bias=o.mlp_bias)
+            self.intermediate = Linear(o.hidden_size, o.intermediate_size, bias=o.mlp_bias)
+            self.output = Linear(o.intermediate_size, o.hidden_size, bias=o.mlp_bias)
         self.gate_up: nn.Module | None = None  # see `fuse_gate_up`
 
     def fuse_gate_up(self, gate_up: nn.Module) -> None:

@@ -17,6 +17,7 @@ from ..layers.embeddings import Embeddings
 from ..layers.heads import ClassificationHead, LanguageModelingHead, SequenceSummary
 from ..layers.losses import (causal_lm_loss, check_class_labels, classification_loss, span_loss,
                              token_loss)
+from ..layers.linear import Linear
 from ..layers.transformer import Block, BlockOptions, Transformer
 from ..model import Model
 from ..output import Output
@@ -119,7 +120,7 @@ class Gpt2(Model):
         elif arch == "for_token_classification":
             self.classifier = ClassificationHead(s.hidden_size, s.num_labels, dropout=s.classifier_dropout_rate)
         elif arch == "for_question_answering":
-            self.qa_outputs = nn.Linear(s.hidden_size, 2)
+            self.qa_outputs = Linear(s.hidden_size, 2)
         self.tie_weights()
 
     def cache_layout(self) -> tuple[int, int, int]:

@@ -48,13 +48,18 @@ class QueueFull(BombusError):
 class SamplingOptions:
     """How one sequence is decoded.
 
-    - `max_new_tokens`: tokens to generate at most (the prompt plus this must fit the engine's `max_length`).
+    - `max_new_tokens`: tokens to generate at most (the prompt plus this must fit the engine's `max_length`);
+      0 generates nothing: the sequence ends (finish "length") right after its prompt (scored with
+      `prompt_logprobs`).
     - `temperature` [1.0]: 0 is greedy decoding; otherwise sampling from softmax(logits / temperature).
     - `top_p` [1.0], `top_k` [0: off], `repetition_penalty` [1.0]: transformers' processors.
     - `seed` [None: a random one]: the sequence's own random generator.
     - `stop` [()]: strings that end the sequence; its text stops before the first one.
     - `logprobs` [None]: report each token's log-probability and this many most likely alternatives.
     - `ignore_eos` [False]: go on past EOS until `max_new_tokens`.
+    - `prompt_logprobs` [False]: with `logprobs`, first report the prompt's tokens, each with the
+      log-probability the model gives it after the ones before it and the `logprobs` most likely alternatives
+      there (the first token has none), from one extra forward pass over the prompt.
     """
 
     max_new_tokens: int
@@ -66,6 +71,7 @@ class SamplingOptions:
     stop: tuple[str, ...] = ()
     logprobs: int | None = None
     ignore_eos: bool = False
+    prompt_logprobs: bool = False
 
     @property
     def greedy(self) -> bool:
@@ -87,7 +93,8 @@ class TokenInfo:
 class Event:
     """What a sequence produced since its last event: new `text` (held back while it could start a stop string),
     the `tokens` behind it, and `finish_reason` on the last event ("stop", "length", "cancelled" or "error",
-    with `error` the message)."""
+    with `error` the message). With `prompt_logprobs`, the first event carries `prompt`, the prompt's tokens
+    (the first one without log-probability), and no generated tokens."""
 
     text: str
     tokens: list[TokenInfo]
@@ -95,6 +102,7 @@ class Event:
     error: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    prompt: list[TokenInfo] | None = None
 
 
 class Sequence:
@@ -247,11 +255,12 @@ class Engine:
 
     # ------------------------------------------------------------------------------------------ callers
     def check(self, prompt_length: int, max_new_tokens: int) -> None:
-        """Raise `InputError` unless a prompt of this length with this many new tokens fits a slot."""
+        """Raise `InputError` unless a prompt of this length with this many new tokens (0: the prompt alone)
+        fits a slot."""
         if prompt_length < 1:
             raise InputError("the prompt has no tokens: give some text")
-        if max_new_tokens < 1:
-            raise InputError(f"max_tokens must be at least 1, got {max_new_tokens}")
+        if max_new_tokens < 0:
+            raise InputError(f"max_tokens must be at least 0, got {max_new_tokens}")
         if prompt_length + max_new_tokens > self.max_length:
             room = self.max_length - prompt_length
             if room < 1:
@@ -352,6 +361,17 @@ class Engine:
         that go on into free slots."""
         for sequence in sequences:
             length = len(sequence.prompt)
+            options = sequence.options
+            if options.prompt_logprobs and options.logprobs is not None:
+                prompt = score_prompt(self.model, self.tokenizer, sequence.prompt, options.logprobs)
+                if self.observer is not None:
+                    self.observer.batch("score", 1)
+                finish = "length" if options.max_new_tokens == 0 else None
+                self._emit(sequence, Event("", [], finish, prompt_tokens=length, prompt=prompt))
+            if options.max_new_tokens == 0:
+                if not sequence.done:
+                    self._emit(sequence, Event("", [], "length", prompt_tokens=length))
+                continue
             ids = torch.tensor([sequence.prompt], device=self.device)
             positions = torch.arange(length, device=self.device)[None]
             scratch = self.model.init_cache(1, length)
@@ -396,13 +416,7 @@ class Engine:
         token = int(row.choose(logits))
         info = TokenInfo(token, "")
         if options.logprobs is not None:  # the token's own text is needed only beside its log-probability
-            info.text = self.tokenizer.decode([token], skip_special_tokens=False)
-            logprobs = torch.log_softmax(logits[0], dim=-1)
-            info.logprob = float(logprobs[token])
-            if options.logprobs > 0:
-                values, indices = logprobs.topk(min(options.logprobs, logprobs.shape[-1]))
-                info.top = [(self.tokenizer.decode([i], skip_special_tokens=False), v)
-                            for i, v in zip(indices.tolist(), values.tolist())]
+            info = _token_infos(self.tokenizer, torch.log_softmax(logits, dim=-1), [token], options.logprobs)[0]
         row.tokens.append(token)
         row.generated += 1
         row.next_token = token
@@ -418,3 +432,46 @@ class Engine:
         if finish is not None:
             log.info("request %s: finished (%s) after %d tokens", sequence.request_id, finish, row.generated)
         return finish is None
+
+
+def score_prompt(model: torch.nn.Module, tokenizer: Any, prompt: list[int], top: int,
+                 chunk: int = 512) -> list[TokenInfo]:
+    """The prompt's tokens, each with the log-probability (float32 log-softmax of the logits) the causal LM
+    gives it after the tokens before it, and the `top` most likely tokens there; the first token has neither.
+    One forward pass over the prompt on its own, `chunk` positions at a time through a scratch cache (the
+    logits held are `[chunk, V]`)."""
+    infos = [TokenInfo(prompt[0], tokenizer.decode([prompt[0]], skip_special_tokens=False))]
+    length = len(prompt)
+    if length == 1:
+        return infos
+    device = next(model.parameters()).device
+    scratch = model.init_cache(1, length)
+    # The logits at positions [0, length - 1) predict tokens [1, length); the last position predicts nothing.
+    for start in range(0, length - 1, chunk):
+        end = min(start + chunk, length - 1)
+        ids = torch.tensor([prompt[start:end]], device=device)
+        positions = torch.arange(start, end, device=device)[None]
+        logits = model(input_ids=ids, position_ids=positions, cache=scratch).logits[0]
+        infos += _token_infos(tokenizer, torch.log_softmax(logits.float(), dim=-1), prompt[start + 1:end + 1], top)
+    return infos
+
+
+def _token_infos(tokenizer: Any, logprobs: torch.Tensor, tokens: list[int], top: int) -> list[TokenInfo]:
+    """`TokenInfo` of each token `tokens[i]` given the log-probabilities `logprobs[i]` (`[len(tokens), V]`):
+    its text alone, its log-probability and, when `top` > 0, the `top` most likely tokens there."""
+    chosen = logprobs.gather(-1, torch.tensor(tokens, device=logprobs.device)[:, None])[:, 0].tolist()
+    values = indices = None
+    if top > 0:
+        values, indices = logprobs.topk(min(top, logprobs.shape[-1]), dim=-1)
+        values, indices = values.tolist(), indices.tolist()
+    ids = tokens + [i for row in (indices or []) for i in row]
+    texts = tokenizer.batch_decode([[i] for i in ids], skip_special_tokens=False)  # one call for all of them
+    infos, alternatives = [], len(tokens)
+    for k, token in enumerate(tokens):
+        info = TokenInfo(token, texts[k], chosen[k])
+        if values is not None:
+            width = len(values[k])
+            info.top = list(zip(texts[alternatives:alternatives + width], values[k]))
+            alternatives += width
+        infos.append(info)
+    return infos

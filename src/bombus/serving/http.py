@@ -31,6 +31,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..errors import BombusError, ConfigError
 from . import protocol
 from .engine import Event, QueueFull
+from .logprobs import TextOffsets, chat_logprobs, completion_logprobs
 from .metrics import Metrics
 from .protocol import APIError, bad
 from .registry import TASK_ROUTES, ServedModel, parse_model_argument
@@ -354,6 +355,8 @@ class _Choice:
         self.index, self.prompt_index = index, prompt_index
         self.text: list[str] = []
         self.tokens: list[Any] = []
+        self.prompt: list[Any] | None = None  # echo with logprobs: the prompt's tokens
+        self.offsets: TextOffsets | None = None  # streaming with logprobs: the generated tokens' offsets so far
         self.finish_reason: str | None = None
         self.prompt_tokens = 0
         self.completion_tokens = 0
@@ -366,10 +369,7 @@ async def _generate(request: Request, server: Server, *, chat: bool):
     served = server.pick(body.get("model"), "chat" if chat else "completions")
     engine, tokenizer = served.engine, served.tokenizer
     settings = protocol.generation(body, chat=chat, default_max_tokens=None if chat else 16)
-    echo = False if chat else protocol.boolean(body, "echo")
-    if echo and settings.logprobs is not None:
-        raise bad("echo with logprobs (log-probabilities of the prompt tokens) is not supported by bombus serve; "
-                  "use one of them", param="echo", code="unsupported_field")
+    echo = settings.echo
     if chat:
         conversation = protocol.messages(body)
         prompt_ids = [await run_in_threadpool(tokenizer.apply_chat_template, conversation,
@@ -381,7 +381,8 @@ async def _generate(request: Request, server: Server, *, chat: bool):
         prompt_texts = [p if isinstance(p, str) else tokenizer.decode(p) for p in prompts]
     budgets = []
     for i, ids in enumerate(prompt_ids):
-        budget = settings.max_tokens if settings.max_tokens is not None else engine.max_length - len(ids)
+        # max_tokens 0 (echo) returns the prompt alone; unset, it is what the context leaves (at least 1)
+        budget = settings.max_tokens if settings.max_tokens is not None else max(1, engine.max_length - len(ids))
         try:
             engine.check(len(ids), budget)
         except BombusError as e:
@@ -424,7 +425,8 @@ async def _generate(request: Request, server: Server, *, chat: bool):
                 "model": served.name}
     if settings.stream:
         stream = _stream(queue, choices, sequences, settings, chat=chat, echo=echo, prompt_texts=prompt_texts,
-                         identity=identity, first_token=first_token, started=started, request_id=request_id)
+                         tokenizer=tokenizer, identity=identity, first_token=first_token, started=started,
+                         request_id=request_id)
         return StreamingResponse(stream, media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     try:
@@ -457,13 +459,14 @@ async def _generate(request: Request, server: Server, *, chat: bool):
         text = "".join(c.text)
         if chat:
             item = {"index": c.index, "message": {"role": "assistant", "content": text},
-                    "logprobs": _chat_logprobs(c.tokens) if settings.logprobs is not None else None,
+                    "logprobs": chat_logprobs(c.tokens) if settings.logprobs is not None else None,
                     "finish_reason": c.finish_reason}
         else:
             prefix = prompt_texts[c.prompt_index] if echo else ""
-            item = {"index": c.index, "text": prefix + text,
-                    "logprobs": _completion_logprobs(c.tokens, len(prefix)) if settings.logprobs is not None else None,
-                    "finish_reason": c.finish_reason}
+            logprobs = None
+            if settings.logprobs is not None:
+                logprobs = await run_in_threadpool(_choice_logprobs, tokenizer, c, len(prefix))
+            item = {"index": c.index, "text": prefix + text, "logprobs": logprobs, "finish_reason": c.finish_reason}
         out.append(item)
     return {**identity, "object": kind, "choices": out, "usage": _usage(choices, settings.n)}
 
@@ -476,6 +479,8 @@ def _collect(choice: _Choice, event: Event) -> int:
     elif event.text:
         choice.text.append(event.text)
     choice.tokens.extend(event.tokens)
+    if event.prompt is not None:
+        choice.prompt = event.prompt
     if event.finish_reason is not None:
         choice.finish_reason = event.finish_reason
         return 1
@@ -488,21 +493,13 @@ def _usage(choices: list[_Choice], n: int) -> dict[str, int]:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
-def _completion_logprobs(tokens: list[Any], offset: int) -> dict[str, Any]:
-    offsets, position = [], offset
-    for t in tokens:
-        offsets.append(position)
-        position += len(t.text)
-    return {"tokens": [t.text for t in tokens], "token_logprobs": [t.logprob for t in tokens],
-            "top_logprobs": [dict(t.top) if t.top is not None else None for t in tokens], "text_offset": offsets}
-
-
-def _chat_logprobs(tokens: list[Any]) -> dict[str, Any]:
-    def entry(text: str, logprob: float) -> dict[str, Any]:
-        return {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8"))}
-
-    return {"content": [{**entry(t.text, t.logprob),
-                         "top_logprobs": [entry(s, v) for s, v in (t.top or [])]} for t in tokens]}
+def _choice_logprobs(tokenizer: Any, choice: _Choice, start: int) -> dict[str, Any]:
+    """A finished completion choice's `logprobs`: its echoed prompt's tokens (offsets from 0), then the generated
+    ones (offsets from `start`, where the generated text begins)."""
+    prompt = choice.prompt or []
+    offsets = TextOffsets(tokenizer).add([t.id for t in prompt])
+    offsets += TextOffsets(tokenizer, start).add([t.id for t in choice.tokens])
+    return completion_logprobs(prompt + choice.tokens, offsets)
 
 
 def _sse(data: Any) -> bytes:
@@ -510,13 +507,17 @@ def _sse(data: Any) -> bytes:
 
 
 async def _stream(queue: asyncio.Queue, choices: list[_Choice], sequences: list, settings: protocol.Generation, *,
-                  chat: bool, echo: bool, prompt_texts: list[str], identity: dict[str, Any], first_token: Any,
-                  started: float, request_id: str) -> AsyncIterator[bytes]:
+                  chat: bool, echo: bool, prompt_texts: list[str], tokenizer: Any, identity: dict[str, Any],
+                  first_token: Any, started: float, request_id: str) -> AsyncIterator[bytes]:
     """Server-sent events of a generation request; a client that goes away cancels its sequences (their slots
-    are free at the next step)."""
+    are free at the next step). With echo, a choice's first chunk is its prompt (with logprobs: when the engine
+    has scored it); completion text offsets count from the start of the choice's whole text, as without
+    streaming."""
     kind = "chat.completion.chunk" if chat else "text_completion"
+    logprobs = settings.logprobs is not None
 
-    def chunk(choice: _Choice, text: str | None, tokens: list, finish: str | None, role: bool = False):
+    def chunk(choice: _Choice, text: str | None, tokens: list, finish: str | None, role: bool = False,
+              offsets: list[int] | None = None):
         if chat:
             delta: dict[str, Any] = {}
             if role:
@@ -524,11 +525,11 @@ async def _stream(queue: asyncio.Queue, choices: list[_Choice], sequences: list,
             elif text:
                 delta = {"content": text}
             item = {"index": choice.index, "delta": delta,
-                    "logprobs": _chat_logprobs(tokens) if settings.logprobs is not None and tokens else None,
+                    "logprobs": chat_logprobs(tokens) if logprobs and tokens else None,
                     "finish_reason": finish}
         else:
             item = {"index": choice.index, "text": text or "",
-                    "logprobs": _completion_logprobs(tokens, 0) if settings.logprobs is not None and tokens else None,
+                    "logprobs": completion_logprobs(tokens, offsets or []) if logprobs and tokens else None,
                     "finish_reason": finish}
         out = {**identity, "object": kind, "choices": [item]}
         if settings.include_usage:
@@ -540,8 +541,11 @@ async def _stream(queue: asyncio.Queue, choices: list[_Choice], sequences: list,
         for choice in choices:
             if chat:
                 yield chunk(choice, None, [], None, role=True)
-            elif echo:
+            elif echo and not logprobs:
                 yield chunk(choice, prompt_texts[choice.prompt_index], [], None)
+            if logprobs and not chat:
+                start = len(prompt_texts[choice.prompt_index]) if echo else 0
+                choice.offsets = TextOffsets(tokenizer, start)
         remaining, seen_first = len(choices), False
         while remaining:
             index, event = await queue.get()
@@ -556,8 +560,13 @@ async def _stream(queue: asyncio.Queue, choices: list[_Choice], sequences: list,
                 yield _sse(error.body())
                 finished = True
                 return
-            if event.text or event.tokens or event.finish_reason:
-                yield chunk(choice, event.text, event.tokens, event.finish_reason)
+            if event.prompt is not None:  # echo with logprobs: the prompt, scored
+                offsets = await run_in_threadpool(TextOffsets(tokenizer).add, [t.id for t in event.prompt])
+                yield chunk(choice, prompt_texts[choice.prompt_index], event.prompt, event.finish_reason,
+                            offsets=offsets)
+            elif event.text or event.tokens or event.finish_reason:
+                offsets = choice.offsets.add([t.id for t in event.tokens]) if choice.offsets is not None else None
+                yield chunk(choice, event.text, event.tokens, event.finish_reason, offsets=offsets)
         if settings.include_usage:
             yield _sse({**identity, "object": kind, "choices": [], "usage": _usage(choices, settings.n)})
         yield b"data: [DONE]\n\n"

@@ -31,8 +31,9 @@ class Metrics:
         self.queue_depth = Gauge("bombus_queue_depth", "requests waiting for a generation slot", ["model"],
                                  registry=r)
         self.active = Gauge("bombus_active_sequences", "sequences decoding", ["model"], registry=r)
-        self.batch_size = Histogram("bombus_batch_size", "rows per decode/prefill step (kind decode, prefill), "
-                                    "inputs per encoder batch (kind = the task)", ["model", "kind"],
+        self.batch_size = Histogram("bombus_batch_size", "rows per decode/prefill step (kind decode, prefill; score: "
+                                    "a prompt scored for echo with logprobs), inputs per encoder batch (kind = the "
+                                    "task)", ["model", "kind"],
                                     buckets=BATCH_BUCKETS, registry=r)
         self.generated = Counter("bombus_generated_tokens", "tokens generated", ["model"], registry=r)
         self.tokens_per_second = Gauge("bombus_tokens_per_second", "tokens generated per second, last seconds",

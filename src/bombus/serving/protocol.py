@@ -125,17 +125,23 @@ class Generation:
     stop: tuple[str, ...]
     logprobs: int | None
     ignore_eos: bool
+    echo: bool = False  # /v1/completions: the text starts with the prompt (with logprobs: the prompt's too)
 
     def options(self, max_new_tokens: int, choice: int) -> SamplingOptions:
         """The sampling options of choice `choice` (its seed is `seed + choice`: choices differ, reproducibly)."""
         seed = None if self.seed is None else self.seed + choice
         return SamplingOptions(max_new_tokens=max_new_tokens, temperature=self.temperature, top_p=self.top_p,
                                top_k=self.top_k, repetition_penalty=self.repetition_penalty, seed=seed,
-                               stop=self.stop, logprobs=self.logprobs, ignore_eos=self.ignore_eos)
+                               stop=self.stop, logprobs=self.logprobs, ignore_eos=self.ignore_eos,
+                               prompt_logprobs=self.echo and self.logprobs is not None)
 
 
 def generation(body: dict, *, chat: bool, default_max_tokens: int | None) -> Generation:
-    max_tokens = integer(body, "max_tokens", None, 1)
+    echo = False if chat else boolean(body, "echo")
+    max_tokens = integer(body, "max_tokens", None, 1 if chat else 0)
+    if max_tokens == 0 and not echo:  # as OpenAI: 0 returns the prompt alone (with logprobs: scored)
+        raise bad("max_tokens 0 generates nothing: it is allowed only with echo=true (the prompt alone, with "
+                  "logprobs its log-probabilities); give max_tokens of at least 1", param="max_tokens")
     if chat and body.get("max_completion_tokens") is not None:
         if max_tokens is not None:
             raise bad("give max_tokens or max_completion_tokens, not both", param="max_completion_tokens")
@@ -163,7 +169,7 @@ def generation(body: dict, *, chat: bool, default_max_tokens: int | None) -> Gen
         top_p=_number(body, "top_p", 1.0, 0.0, 1.0, low_open=True),
         top_k=integer(body, "top_k", 0, 0), repetition_penalty=_number(body, "repetition_penalty", 1.0, 0.0, 10.0,
                                                                         low_open=True),
-        stop=stop_strings(body), logprobs=logprobs, ignore_eos=boolean(body, "ignore_eos"))
+        stop=stop_strings(body), logprobs=logprobs, ignore_eos=boolean(body, "ignore_eos"), echo=echo)
 
 
 def prompts(body: dict) -> list[str | list[int]]:

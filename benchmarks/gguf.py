@@ -71,9 +71,10 @@ if engine == "llama.cpp":  # llama-cpp-python (the `bench` extra): batch 1 only
     result["b1_tok_s"] = (made - 1) / (full - one)
     result["ttft_ms"] = one * 1000
 else:
+    compiled = engine.endswith("compiled")  # generate(compile=True): the decode step through torch.compile
     if engine.startswith("bombus"):
         import bombus
-        quantize = "keep" if engine == "bombus int4" else "dequantize"
+        quantize = "keep" if engine.startswith("bombus int4") else "dequantize"
         model, result["load_s"] = timed(lambda: bombus.load_model(path, quantize=quantize))
         tok, _ = timed(lambda: bombus.load_tokenizer(path))
         def encode(texts):
@@ -81,7 +82,7 @@ else:
             return tok.apply_chat_template(chats, add_generation_prompt=True, return_dict=True,
                                            tokenizer_kwargs={"pad_direction": "left"})
         def generate(inputs, n):
-            return model.generate(**inputs, max_new_tokens=n, do_sample=False, eos_token_id=None)
+            return model.generate(**inputs, max_new_tokens=n, do_sample=False, eos_token_id=None, compile=compiled)
     else:
         import os, transformers, warnings
         warnings.simplefilter("ignore")
@@ -104,7 +105,10 @@ else:
     with torch.no_grad():
         for batch in (1, 8):
             inputs = encode(prompts[:batch])
-            generate(inputs, 2)  # warm-up
+            # warm-up (compiled: it compiles the step of this batch and length)
+            _, warm = timed(lambda: generate(inputs, new_tokens if compiled else 2))
+            if compiled:
+                result[f"b{batch}_compile_s"] = warm
             _, one = timed(lambda: generate(inputs, 1))
             _, full = timed(lambda: generate(inputs, new_tokens))
             result[f"b{batch}_tok_s"] = batch * (new_tokens - 1) / (full - one)
@@ -127,7 +131,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--new-tokens", type=int, default=64)
-    parser.add_argument("--engines", nargs="*", default=["bombus int4", "bombus float32", "transformers", "llama.cpp"])
+    parser.add_argument("--engines", nargs="*", default=["bombus int4", "bombus int4 compiled", "bombus float32",
+                                                         "transformers", "llama.cpp"])
     parser.add_argument("--omp-wait", choices=["active", "passive"], help="OMP_WAIT_POLICY of the engines "
                         "(default: the environment's, else OpenMP's own)")
     args = parser.parse_args()
@@ -163,7 +168,7 @@ def main() -> None:
 def table(results: dict[str, list[dict]], engines: list[str]) -> None:
     columns = [("load_s", "load s", "{:.2f}"), ("b1_tok_s", "decode b1 tok/s", "{:.1f}"),
                ("b8_tok_s", "decode b8 tok/s", "{:.1f}"), ("ttft_ms", "first token b1 ms", "{:.0f}"),
-               ("peak_mb", "peak RSS MB", "{:.0f}")]
+               ("peak_mb", "peak RSS MB", "{:.0f}"), ("b1_compile_s", "compile s (b1, first call)", "{:.1f}")]
     print("| engine | " + " | ".join(title for _, title, _ in columns) + " |")
     print("|---" * (len(columns) + 1) + "|")
     for engine, runs in results.items():

@@ -109,7 +109,7 @@ def test_steps_are_reused_and_released(tiny):
     assert graphs.runner(model, capture=False) is not owner
 
 
-def test_generate_on_the_cpu_never_takes_the_graph_loop(tiny, monkeypatch):
+def test_generate_on_the_cpu_takes_the_graph_loop_only_to_compile(tiny, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the graph loop ran on the CPU")
 
@@ -117,6 +117,54 @@ def test_generate_on_the_cpu_never_takes_the_graph_loop(tiny, monkeypatch):
     ids = torch.tensor([[5, 6, 7]])
     assert tiny.ours.generate(ids, max_new_tokens=3).shape == (1, 6)
     assert tiny.ours.generate(ids, max_new_tokens=3, cuda_graph=False).shape == (1, 6)
+    with pytest.raises(AssertionError, match="graph loop ran"):
+        tiny.ours.generate(ids, max_new_tokens=3, compile=True)
+
+
+def test_compiled_step_equals_the_step_loop(tiny):
+    """`compile=True` (torch.compile of the decode step, float32 on the CPU): greedy with rows ending at
+    different steps, and seeded sampling, give exactly the step-by-step loop's tokens, whatever the batch."""
+    rng = random.Random(11)
+    model = tiny.ours
+    for rows in (1, 3):
+        ids, mask = random_batch(rng, rows, tiny.vocab_size, max_len=8)
+        eos = eos_mid_generation(tiny, ids, mask, rng)
+        for fields in (dict(max_new_tokens=12, eos_token_id=eos, pad_token_id=0),
+                       dict(max_new_tokens=12, do_sample=True, top_k=20, seed=rows, eos_token_id=eos, pad_token_id=0)):
+            want = model.generate(ids, attention_mask=mask, **fields)
+            got = model.generate(ids, attention_mask=mask, compile=True, **fields)
+            assert torch.equal(got, want), f"{fields}\ncompiled {got.tolist()}\nstep loop {want.tolist()}"
+    assert graphs.runner(model, capture=False, compile=True).compile
+
+
+def test_other_families_compiled_equal_the_step_loop(other_lm):
+    rng = random.Random(7)
+    ids, mask = random_batch(rng, 2, other_lm.vocab_size, max_len=8, pad_id=other_lm.ours.spec.pad_token_id or 0)
+    fields = dict(max_new_tokens=8, eos_token_id=None, pad_token_id=0)
+    assert torch.equal(other_lm.ours.generate(ids, attention_mask=mask, compile=True, **fields),
+                       other_lm.ours.generate(ids, attention_mask=mask, **fields))
+
+
+def test_compiled_int4_step_runs(tiny):
+    """Quantised layers (bfloat16 arithmetic) compile too; rounding may differ from eager, so the compiled
+    step's logits are compared with a tolerance."""
+    import bombus
+
+    model = bombus.load_model(tiny.folder, quantize="int4")
+    eager = graphs.CapturedStep(model, 1, 64, capture=False)
+    compiled = graphs.CapturedStep(model, 1, 64, capture=False, compile=True)
+    for step in (eager, compiled):
+        step.start([], 0)
+        step.tokens.fill_(5)
+    for _ in range(3):
+        torch.testing.assert_close(compiled.replay().clone(), eager.replay().clone(), atol=0.05, rtol=0.05)
+
+
+def test_compile_option_is_checked(tiny):
+    from bombus.errors import GenerationError
+
+    with pytest.raises(GenerationError, match="compile"):
+        tiny.ours.generate(torch.tensor([[5, 6]]), max_new_tokens=2, compile="yes")
 
 
 def test_cuda_graph_option_is_checked(tiny):

@@ -196,6 +196,30 @@ def test_a_row_computes_bit_for_bit_what_it_computes_alone(lm):
         engine.close()
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_rowwise_attention_gives_a_row_the_same_bits_alone(seed):
+    """Random batches (1-32 rows, grouped heads, each row its own length) against each row alone over its own
+    window of keys (a multiple of 64, as the engine's): bitwise equal."""
+    from bombus.layers.attention import rowwise_attention
+
+    g = torch.Generator().manual_seed(seed)
+    rng = random.Random(seed)
+    for _ in range(4):
+        batch, kv_heads, group, dim = rng.randint(2, 32), rng.choice([1, 2, 3]), rng.choice([1, 3, 4]), rng.choice([16, 64])
+        keys = 64 * rng.randint(2, 4) - rng.choice([0, 0, 5])  # some windows cut short (at max_length)
+        q = torch.randn(batch, kv_heads * group, 1, dim, generator=g)
+        k, v = torch.randn(2, batch, kv_heads, keys, dim, generator=g)
+        lengths = [rng.randint(1, keys) for _ in range(batch)]
+        bias = torch.zeros(batch, 1, 1, keys)
+        for i, n in enumerate(lengths):
+            bias[i, ..., n:] = float("-inf")
+        together = rowwise_attention(q, k, v, bias, 0.125)
+        for i, n in enumerate(lengths):
+            w = min(keys, -(-n // 64) * 64)
+            alone = rowwise_attention(q[i:i + 1], k[i:i + 1, :, :w], v[i:i + 1, :, :w], bias[i:i + 1, ..., :w], 0.125)
+            assert torch.equal(together[i:i + 1], alone), (batch, kv_heads, group, dim, keys, i, n)
+
+
 @pytest.mark.parametrize("heads, kv_heads", [(4, 4), (6, 2), (8, 1)])
 def test_rowwise_attention_equals_sdpa(heads, kv_heads):
     from bombus.layers.attention import rowwise_attention

@@ -175,6 +175,9 @@ def _decoding_arguments(p: argparse.ArgumentParser, *, max_new_tokens: int) -> N
     p.add_argument("--repetition-penalty", type=float)
     p.add_argument("--seed", type=int, help="sampling seed")
     p.add_argument("--stop", action="append", metavar="TEXT", help="stop before this text (repeatable)")
+    p.add_argument("--compile", action="store_true",
+                   help="compile the decode step with torch.compile: faster tokens after a first call that compiles "
+                        "(seconds to a minute; cached on disk for later runs)")
 
 
 def _decoding_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -182,6 +185,8 @@ def _decoding_options(args: argparse.Namespace) -> dict[str, Any]:
     options: dict[str, Any] = {"max_new_tokens": args.max_new_tokens, "stop_sequences": args.stop}
     if args.sample:
         options["do_sample"] = True
+    if args.compile:
+        options["compile"] = True
     for name in ("temperature", "top_k", "top_p", "repetition_penalty", "seed"):
         if getattr(args, name) is not None:
             options[name] = getattr(args, name)

@@ -105,6 +105,10 @@ class GenerationConfig:
     seed: int | None = _opt("Sampling seed: the same seed gives the same tokens. Unset: torch's global RNG.")
     cuda_graph: bool | None = _opt("On CUDA, greedy and sampling replay the decode step from a captured CUDA graph "
                                    "(`bombus.generation.graphs`); False decodes step by step as on the CPU.")
+    compile: bool | None = _opt("Elsewhere (the CPU), greedy and sampling run the decode step compiled by "
+                                "torch.compile (`bombus.generation.graphs`): faster steps after a first call "
+                                "that compiles (seconds to a minute per batch and cache-length bucket, once "
+                                "per process). Same tokens as without.")
 
     # ---- construction -------------------------------------------------------------------------------
     @classmethod
@@ -152,6 +156,7 @@ class GenerationConfig:
         values = self.to_dict()
         values.pop("seed", None)  # not transformers options
         values.pop("cuda_graph", None)
+        values.pop("compile", None)
         tmp = path + ".tmp"
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(values, f, indent=2, sort_keys=True)
@@ -188,6 +193,7 @@ DEFAULTS: dict[str, Any] = {
     "remove_invalid_values": False,
     "use_cache": True,
     "cuda_graph": True,
+    "compile": False,
     "guidance_scale": 1.0,
     "return_dict_in_generate": False,
     "output_scores": False,
@@ -223,8 +229,8 @@ _NEUTRAL: dict[str, tuple[tuple, str]] = {
     "max_cache_len": ((), "bombus sizes its static cache to prompt + max_new_tokens"),
     "prefill_chunk_size": ((), "the prompt is prefilled in one pass"),
     "continuous_batching_config": ((), "continuous batching is not configured through generate"),
-    "disable_compile": ((), "bombus does not compile generate"),
-    "compile_config": ((), "bombus does not compile generate"),
+    "disable_compile": ((), "bombus compiles the decode step only when its own `compile` option is set"),
+    "compile_config": ((), "bombus compiles the decode step only when its own `compile` option is set"),
     "is_assistant": ((False,), _ASSISTED),
     "num_assistant_tokens": ((), _ASSISTED),
     "num_assistant_tokens_schedule": ((), _ASSISTED),
@@ -286,6 +292,7 @@ def load_generation_config(
         values = {k: v for k, v in values.items() if k in known and v is not None}
         values.pop("seed", None)
         values.pop("cuda_graph", None)
+        values.pop("compile", None)
     return GenerationConfig.from_dict(values, strict=False)
 
 
@@ -432,7 +439,7 @@ def _check_types(v: dict[str, Any]) -> None:
                       ("num_beams", 1), ("top_k", 0), ("no_repeat_ngram_size", 0), ("num_return_sequences", 1),
                       ("seed", 0)):
         integer(name, low)
-    for name in ("do_sample", "use_cache", "renormalize_logits", "remove_invalid_values", "cuda_graph",
+    for name in ("do_sample", "use_cache", "renormalize_logits", "remove_invalid_values", "cuda_graph", "compile",
                  "return_dict_in_generate", "output_scores", "output_logits", "output_hidden_states",
                  "output_attentions"):
         if not isinstance(v[name], bool):

@@ -12,11 +12,16 @@ replays. The host reads the stop condition every `CHECK_EVERY` steps only: steps
 ended produce padding that is cut off, so the output (and what is yielded) is token for token what the
 step-by-step loop gives. It is the default on CUDA (`cuda_graph=False` turns it off); the CPU path is the
 step-by-step loop of `search.py`. A server can replay the same steps: `runner(model).step(rows, length)`.
+
+On the CPU, `compile=True` runs the same loop over the step compiled by `torch.compile` (fixed shapes per
+bucket): fewer, fused kernels and no Python between them. The first step of a bucket compiles (seconds
+to a minute, once per process; later buckets and models of the same shapes reuse the compiled code).
 """
 
 from __future__ import annotations
 
 import threading
+import warnings
 import weakref
 from collections.abc import Generator, Sequence
 
@@ -58,11 +63,12 @@ class CapturedStep:
     greedy decoding feeds itself; other strategies write their own `tokens` before each replay.
 
     `capture=False` runs the same step eagerly at each `replay()` (the CPU, or to debug): same buffers, same
-    results, no graph. `pool` is the memory pool shared with the runner's other captures.
+    results, no graph; with `compile=True` the step is `torch.compile`d instead. `pool` is the memory pool
+    shared with the runner's other captures.
     """
 
     def __init__(self, model: torch.nn.Module, batch: int, length: int, *, capture: bool, pool=None,
-                 warmup: int = 2):
+                 warmup: int = 2, compile: bool = False):
         device = model.device
         self._model = weakref.ref(model)  # the runner lives beside the model, not inside it
         self.batch, self.length = batch, length
@@ -76,6 +82,7 @@ class CapturedStep:
         # replay's intermediates, dead once it ends, so captures can share it in any replay order.
         self.logits = torch.zeros(batch, model.spec.vocab_size, dtype=torch.float32, device=device)
         self.graph: torch.cuda.CUDAGraph | None = None
+        self.compiled = compile and not capture
         self.busy = False  # one sequence at a time: see `GraphRunner.acquire`
         if capture:
             # Warm-up on a side stream (kernel selection, workspaces), then capture into the shared pool.
@@ -108,7 +115,7 @@ class CapturedStep:
             self.graph.replay()
         else:
             with torch.no_grad():
-                self._step(self._model())
+                (_compiled_step() if self.compiled else CapturedStep._step)(self, self._model())
         return self.logits
 
     def start(self, eos: Sequence[int], pad: int) -> None:
@@ -124,18 +131,32 @@ class CapturedStep:
         self.pad.fill_(pad)
 
 
+_COMPILED = None
+
+
+def _compiled_step():
+    # One compiled function for every step object: steps (and models) of the same shapes share its code.
+    global _COMPILED
+    if _COMPILED is None:
+        # Inductor notes every kernel mixing half types (int4 layers' float16 scales, bfloat16 activations).
+        warnings.filterwarnings("ignore", message="bf16 and fp16 are mixed", module="torch._inductor")
+        _COMPILED = torch.compile(CapturedStep._step, dynamic=False)
+    return _COMPILED
+
+
 class GraphRunner:
     """The captured steps of one model, by (batch bucket, cache-length bucket), sharing one memory pool.
     Each step holds its own cache and serves one sequence at a time (`acquire`/`release`); concurrent
     sequences of the same buckets get steps of their own. `bombus.generation.graphs.release(model)` frees
     them all."""
 
-    def __init__(self, model: torch.nn.Module, capture: bool):
+    def __init__(self, model: torch.nn.Module, capture: bool, compile: bool = False):
         self._model = weakref.ref(model)
         self.capture = capture
+        self.compile = compile and not capture
         self.pool = torch.cuda.graph_pool_handle() if capture else None
         self.steps: dict[tuple[int, int], list[CapturedStep]] = {}
-        self.signature = _signature(model, capture)
+        self.signature = _signature(model, capture, self.compile)
         self._lock = threading.Lock()
 
     def key(self, rows: int, length: int) -> tuple[int, int]:
@@ -152,7 +173,7 @@ class GraphRunner:
             if free:
                 free[0].busy = True
                 return free[0]
-        step = CapturedStep(self._model(), *key, capture=self.capture, pool=self.pool)
+        step = CapturedStep(self._model(), *key, capture=self.capture, pool=self.pool, compile=self.compile)
         step.busy = True
         with self._lock:
             self.steps.setdefault(key, []).append(step)
@@ -165,17 +186,19 @@ class GraphRunner:
 _RUNNERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _signature(model: torch.nn.Module, capture: bool) -> tuple:
+def _signature(model: torch.nn.Module, capture: bool, compile: bool = False) -> tuple:
     # A graph replays fixed addresses: new weights (e.g. `model.to`) or another attention path need new captures.
-    return (capture, getattr(model, "attention", None), tuple(p.data_ptr() for p in model.parameters()))
+    return (capture, compile, getattr(model, "attention", None), tuple(p.data_ptr() for p in model.parameters()))
 
 
-def runner(model: torch.nn.Module, capture: bool | None = None) -> GraphRunner:
-    """The model's `GraphRunner` (made on first use; `capture` defaults to whether the model is on CUDA)."""
+def runner(model: torch.nn.Module, capture: bool | None = None, compile: bool = False) -> GraphRunner:
+    """The model's `GraphRunner` (made on first use; `capture` defaults to whether the model is on CUDA;
+    `compile` compiles the steps that are not captured)."""
     capture = model.device.type == "cuda" if capture is None else capture
+    compile = compile and not capture
     current = _RUNNERS.get(model)
-    if current is None or current.signature != _signature(model, capture):
-        current = _RUNNERS[model] = GraphRunner(model, capture)
+    if current is None or current.signature != _signature(model, capture, compile):
+        current = _RUNNERS[model] = GraphRunner(model, capture, compile)
     return current
 
 
@@ -207,16 +230,21 @@ def problem(run) -> str | None:
 
 
 def wanted(run) -> bool:
-    """Whether `generate` decodes `run` over a captured step: on CUDA, `cuda_graph` on, and no `problem`."""
-    return bool(run.cfg.cuda_graph) and run.input_ids.device.type == "cuda" and torch.cuda.is_available() \
-        and problem(run) is None
+    """Whether `generate` decodes `run` over a captured or compiled step: on CUDA with `cuda_graph` on, or
+    elsewhere with `compile` on, and no `problem`."""
+    if problem(run) is not None:
+        return False
+    if run.input_ids.device.type == "cuda":
+        return bool(run.cfg.cuda_graph) and torch.cuda.is_available()
+    return bool(run.cfg.compile)
 
 
 def greedy_or_sample(run, *, capture: bool | None = None, check_every: int = CHECK_EVERY
                      ) -> Generator[torch.Tensor, None, torch.Tensor]:
     """Greedy decoding or sampling over a captured step (see the module doc): yields each step's tokens,
-    returns `[rows, prompt + new]`, identical to the step-by-step loop. `capture=False` replays eagerly."""
-    owner = runner(run.model, capture)
+    returns `[rows, prompt + new]`, identical to the step-by-step loop. `capture=False` replays eagerly
+    (compiled when the run's `compile` option is on)."""
+    owner = runner(run.model, capture, compile=bool(run.cfg.compile))
     step = owner.acquire(run.input_ids.shape[0], run.cfg.max_length - 1)  # the last token is never fed back
     try:
         return (yield from _decode(run, step, check_every))

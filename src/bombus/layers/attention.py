@@ -190,19 +190,33 @@ class Attention(nn.Module):
         return self.output(out), weights
 
 
+ROWWISE_BLOCK = 64  # keys per block of `rowwise_attention`'s weighted sum
+
+
 def rowwise_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None,
                       scale: float) -> torch.Tensor:
     """Attention of one query per row (`q` `[batch, heads, 1, dim]`, `k`/`v` `[batch, kv_heads, keys, dim]`,
-    grouped heads shared without copies) with elementwise products and reductions only: every row is computed
-    by the same arithmetic whatever the other rows hold or how many there are (fused kernels and small batched
-    matrix products round a row differently depending on the batch). Masked keys add exact zeros. Used for
-    decode steps over a `RowCache` (continuous batching: a request's output equals its output alone)."""
+    grouped heads shared without copies), computed so that a row gets the same bits whatever the other rows
+    hold, how many there are, and how many masked keys follow its own. Used for decode steps over a `RowCache`
+    (continuous batching: a request's output equals its output alone). PyTorch's fused attention kernels split
+    the work differently with the batch and round a row differently; so does a matrix product whose inner
+    dimension (here the keys) changes length. So: scores are one small product per (row, KV head), over `dim`;
+    the weighted sum of values is one product per block of `ROWWISE_BLOCK` keys (a fixed inner length), the
+    blocks' results added in order. Masked keys (and keys padding the last block) add exact zeros."""
     batch, heads, _, dim = q.shape
-    kv_heads = k.shape[1]
-    q = q.reshape(batch, kv_heads, heads // kv_heads, 1, dim)
-    scores = (q * k[:, :, None]).sum(-1) * scale  # [batch, kv_heads, group, keys]
+    kv_heads, keys = k.shape[1], k.shape[2]
+    group, pairs = heads // kv_heads, batch * kv_heads
+    scores = torch.bmm(q.reshape(pairs, group, dim), k.reshape(pairs, keys, dim).transpose(1, 2)) * scale
+    scores = scores.view(batch, kv_heads, group, keys)
     if bias is not None:  # [batch, 1, 1, keys]
         scores = scores + bias.reshape(bias.shape[0], 1, 1, bias.shape[-1])
-    weights = scores.softmax(-1)
-    out = (weights[..., None] * v[:, :, None]).sum(-2)  # [batch, kv_heads, group, dim]
-    return out.reshape(batch, heads, 1, dim)
+    weights = scores.softmax(-1).view(pairs, group, keys)
+    v = v.reshape(pairs, keys, dim)
+    extra = -keys % ROWWISE_BLOCK
+    if extra:
+        weights, v = F.pad(weights, (0, extra)), F.pad(v, (0, 0, 0, extra))
+    blocks = (keys + extra) // ROWWISE_BLOCK
+    weights = weights.view(pairs, group, blocks, ROWWISE_BLOCK).transpose(1, 2)
+    partial = torch.bmm(weights.reshape(pairs * blocks, group, ROWWISE_BLOCK),
+                        v.reshape(pairs * blocks, ROWWISE_BLOCK, dim))
+    return partial.view(pairs, blocks, group, dim).sum(1).view(batch, heads, 1, dim)

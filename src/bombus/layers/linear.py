@@ -5,7 +5,9 @@ single-threaded (~20 GB/s of weights read here, where the memory gives ~75). one
 PyTorch ships for its own compiled graphs (`torch.ops.mkldnn._linear_pointwise`), takes the same plain
 weight and runs 1.5x (one token) to 2.4x (a 128-token prefill) faster on 2 cores, equal within float32
 rounding. So inference in float32 on the CPU goes there; training (autograd), other dtypes (bfloat16 already
-reaches oneDNN through `F.linear`), other devices and compiled graphs keep `F.linear`.
+reaches oneDNN through `F.linear`) and other devices keep `F.linear`. In a `torch.compile`d graph the same
+kernel is the custom op `bombus::onednn_linear`, which the compiler calls as it is (its own lowering of
+`F.linear` on the CPU is MKL's).
 
 Quantised layers (`bombus.quantize`) replace these modules whole; `decoding_layout` stores their weights
 column-major, which both kernels read.
@@ -28,12 +30,25 @@ def _onednn_available() -> bool:
 ONEDNN = _onednn_available()
 
 
+@torch.library.custom_op("bombus::onednn_linear", mutates_args=())
+def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """oneDNN's float32 CPU matmul as an opaque op of compiled graphs (inference only: no gradient)."""
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+
+@onednn_linear.register_fake
+def _(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    return x.new_empty((*x.shape[:-1], weight.shape[0]))
+
+
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """`F.linear(x, weight, bias)`, through oneDNN where that is faster and needs no gradient (see module doc)."""
     if (ONEDNN and x.dtype == torch.float32 and x.device.type == "cpu" and weight.dtype == torch.float32
-            and weight.dim() == 2 and not torch.compiler.is_compiling()
+            and weight.dim() == 2
             and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
                                                   or (bias is not None and bias.requires_grad)))):
+        if torch.compiler.is_compiling():
+            return onednn_linear(x, weight, bias)
         return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
     return F.linear(x, weight, bias)
 

@@ -148,10 +148,16 @@ class _Row:
         self.position = self.prompt_length - 1  # the position of `next_token` once it is chosen
         self.generated = 0
 
+    @property
+    def plain_greedy(self) -> bool:
+        """Greedy without logits processors: the token is the argmax, taken for all such rows at once."""
+        return self.generator is None and not self.processors
+
     def choose(self, logits: torch.Tensor) -> torch.Tensor:
         """The next token from this row's logits `[1, V]` (as `generate` chooses it for this request alone)."""
-        ids = torch.tensor([self.tokens], device=logits.device)
-        scores = apply(self.processors, ids, logits) if self.processors else logits
+        scores = logits
+        if self.processors:
+            scores = apply(self.processors, torch.tensor([self.tokens], device=logits.device), logits)
         if self.generator is None:
             return scores.argmax(dim=-1)
         probs = scores.softmax(dim=-1)
@@ -403,17 +409,21 @@ class Engine:
         self.steps += 1
         if self.observer is not None:
             self.observer.batch("decode", self.active)
+        # One argmax and one host read for every plain greedy row, instead of one of each per row.
+        argmax = logits.argmax(dim=-1).tolist() if any(r is not None and r.plain_greedy for r in self.rows) else None
         for i, row in enumerate(self.rows[:used]):
-            if row is not None and not self._advance(row, logits[i:i + 1]):
+            if row is not None and not self._advance(row, logits[i:i + 1], argmax[i] if row.plain_greedy else None):
                 self._free(i)
         for i, row in enumerate(self.rows[:used]):
             if row is None:
                 self.cache.offsets[i] = 0  # keep dummy rows at slot 0
 
-    def _advance(self, row: _Row, logits: torch.Tensor) -> bool:
-        """Choose the row's next token from `logits` `[1, V]`, report it; False when the row is done."""
+    def _advance(self, row: _Row, logits: torch.Tensor, token: int | None = None) -> bool:
+        """Choose the row's next token from `logits` `[1, V]` (unless given), report it; False when the row is
+        done."""
         sequence, options = row.sequence, row.sequence.options
-        token = int(row.choose(logits))
+        if token is None:
+            token = int(row.choose(logits))
         info = TokenInfo(token, "")
         if options.logprobs is not None:  # the token's own text is needed only beside its log-probability
             info = _token_infos(self.tokenizer, torch.log_softmax(logits, dim=-1), [token], options.logprobs)[0]

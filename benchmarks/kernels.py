@@ -18,6 +18,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import cell, interleaved, machine  # noqa: E402
 
+from bombus.layers.linear import ONEDNN  # noqa: E402
 from bombus.quantize import DynamicInt8Linear, Int4Linear, Int8Linear  # noqa: E402
 
 
@@ -43,8 +44,12 @@ def main() -> None:
     int4 = {g: [Int4Linear.from_float(w, group_size=g) for w in weights] for g in (32, 64, 128)}
     runs = {
         "fp32 F.linear, weight row-major [out, in]": lambda: [F.linear(x[w.shape[1]], w) for w in weights],
-        "fp32 F.linear, weight column-major (bombus' decoding layout)":
-            lambda: [F.linear(x[w.shape[1]], w) for w in column_major],
+        "fp32 F.linear, weight column-major": lambda: [F.linear(x[w.shape[1]], w) for w in column_major],
+        **({"fp32 oneDNN mkldnn._linear_pointwise, weight row-major":
+            lambda: [torch.ops.mkldnn._linear_pointwise(x[w.shape[1]], w, None, "none", [], "") for w in weights],
+            "fp32 oneDNN mkldnn._linear_pointwise, weight column-major (bombus Linear, decoding layout)":
+            lambda: [torch.ops.mkldnn._linear_pointwise(x[w.shape[1]], w, None, "none", [], "")
+                     for w in column_major]} if ONEDNN else {}),
         "bf16 F.linear (bf16 activations)": lambda: [F.linear(xb[w.shape[1]], w) for w in bf16],
         "int8 fbgemm quantized::linear_dynamic (bombus quantize='int8')":
             lambda: [m(x[m.in_features]) for m in int8_dynamic],

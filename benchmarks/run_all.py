@@ -9,7 +9,9 @@ one process, on random weights of real shapes, printed as one table.
 Models: GPT-2 small (124M) and medium (355M) decoders; RoBERTa-base, DistilBERT-base and ALBERT-base encoders.
 Each model's random weights are saved once (transformers' save_pretrained; CTranslate2 converts that folder),
 so every engine runs the same weights. Engines: transformers fp32 (SDPA), bombus fp32 / int8 / int4
-(`load_model(..., quantize=...)`; bf16 only on a CPU with AMX), CTranslate2 float32 / int8 (int8_float32).
+(`load_model(..., quantize=...)`; bf16 only on a CPU with AMX), bombus fp32 / int4 compiled (decoders:
+`generate(..., compile=True)`; the first calls compile, timed and printed apart), CTranslate2 float32 / int8
+(int8_float32).
 
 Workloads (each cell: median (min-max) of `--reps` repetitions interleaved round robin over the engines):
   decode b1, decode b8   greedy tokens/s of generate(prompt 32, 128 new tokens, EOS off): batch x new / wall time
@@ -60,8 +62,8 @@ ENCODERS = {
 }
 DECODE_WORKLOADS = ["decode b1", "decode b8", "first token", "prefill 128", "prefill 512"]
 ENCODE_WORKLOADS = ["encode 8x128"]
-ENGINES = ["transformers fp32", "bombus fp32", "bombus bf16", "bombus int8", "bombus int4", "ctranslate2 float32",
-           "ctranslate2 int8"]
+ENGINES = ["transformers fp32", "bombus fp32", "bombus fp32 compiled", "bombus bf16", "bombus int8", "bombus int4",
+           "bombus int4 compiled", "ctranslate2 float32", "ctranslate2 int8"]
 # bytes per weight each engine reads while decoding, and the matmul rate that bounds its compute
 ARITHMETIC = {"fp32": (4, "fp32"), "float32": (4, "fp32"), "bf16": (2, "bf16"), "int8": (1, "int8"),
               "int4": (0.5, "bf16")}
@@ -167,15 +169,27 @@ def build_engine(name: str, folder: Path, decoder: bool, threads: int) -> Engine
     if family == "bombus":
         import bombus
 
+        compiled = kind.endswith(" compiled")  # generate(compile=True): the decode step through torch.compile
+        kind = kind.removesuffix(" compiled")
+        if compiled and not decoder:
+            raise ImportError("compile=True is a generate option: encoders run eagerly")
         if kind == "bf16" and not has_amx():
             raise ImportError("bf16 pays only on a CPU with AMX; this one has none")
         options = dict(dtype=torch.bfloat16) if kind == "bf16" else \
             dict(quantize=kind) if kind in ("int8", "int4") else {}
         if decoder:
             model = bombus.load_model(folder, **options)
-            return Engine(name, tensors=weights(model), generate=lambda ids, n: model.generate(
-                ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, eos_token_id=None,
-                pad_token_id=0)[:, ids.shape[1]:].tolist())
+            engine = Engine(name, tensors=weights(model), generate=lambda ids, n: model.generate(
+                ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, eos_token_id=None, pad_token_id=0,
+                compile=compiled)[:, ids.shape[1]:].tolist())
+            if compiled:  # compile the decode steps of the decode workloads now, and say how long that took
+                times = []
+                for batch in (1, 8):
+                    start = time.perf_counter()
+                    engine.generate(torch.randint(5, 1000, (batch, PROMPT)), NEW)
+                    times.append(f"b{batch} {time.perf_counter() - start:.1f} s")
+                print(f"  {name}: compiling its decode steps (first calls): {', '.join(times)}", flush=True)
+            return engine
         model = bombus.load_model(folder, architecture="base", **options)
         return Engine(name, tensors=weights(model),
                       encode=lambda ids: model(input_ids=ids, attention_mask=torch.ones_like(ids)))
@@ -228,7 +242,7 @@ def agreement(rows: list[list[int]], reference: list[list[int]]) -> int:
 
 def roofline(engine: str, work: str, facts: dict, machine_rates: dict) -> float | None:
     """The best this machine allows: tokens/s for decoding, seconds for latencies, sequences/s for encoding."""
-    kind = engine.split(" ", 1)[1]
+    kind = engine.split(" ")[1]
     bytes_per_weight, arithmetic = ARITHMETIC[kind]
     rate = machine_rates[f"{arithmetic}_flop_s"]
     if work.startswith("decode"):

@@ -53,9 +53,13 @@ def test_cpu_float32_inference_uses_onednn(monkeypatch):
     with torch.no_grad():
         layer(torch.randn(3, 8))
     assert calls == [torch.float32]
+    with torch.no_grad():
+        linear(torch.randn(3, 8), torch.randn(12, 8)[::3])  # rows with gaps between them: F.linear reads them
+        assert linear(torch.randn(3, 8), torch.randn(8, 4).t()).shape == (3, 4)  # column-major: oneDNN
+    assert calls == [torch.float32] * 2
     layer(torch.randn(3, 8))  # grad enabled and the weight requires it: autograd's F.linear
     layer.bfloat16()(torch.randn(3, 8, dtype=torch.bfloat16))  # other dtypes: F.linear
-    assert calls == [torch.float32]
+    assert calls == [torch.float32] * 2
 
 
 def test_training_gets_gradients():

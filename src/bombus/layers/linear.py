@@ -44,13 +44,20 @@ def _(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """`F.linear(x, weight, bias)`, through oneDNN where that is faster and needs no gradient (see module doc)."""
     if (ONEDNN and x.dtype == torch.float32 and x.device.type == "cpu" and weight.dtype == torch.float32
-            and weight.dim() == 2
+            and weight.dim() == 2 and _dense(weight)
             and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
                                                   or (bias is not None and bias.requires_grad)))):
         if torch.compiler.is_compiling():
             return onednn_linear(x, weight, bias)
         return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
     return F.linear(x, weight, bias)
+
+
+def _dense(weight: torch.Tensor) -> bool:
+    """Whether a 2-D weight is stored row- or column-major without gaps. oneDNN copies any other (e.g. a view
+    of some rows of a larger matrix) at every call, ~300x slower; `F.linear` reads them as fast."""
+    row_step, column_step = weight.stride()
+    return (column_step == 1 and row_step == weight.shape[1]) or (row_step == 1 and column_step == weight.shape[0])
 
 
 class Linear(nn.Linear):

@@ -62,7 +62,8 @@ def best_seconds(fn: Callable[[], object], repeats: int = 5) -> float:
 
 def ceilings(size: int = 2048, megabytes: int = 512) -> dict[str, float]:
     """Measured ceilings of this machine with the current threads (best of 5): memory read bandwidth (bytes/s,
-    summing a `megabytes` float32 tensor) and fp32 / bf16 / int8 matmul rates (FLOP/s or OP/s, size^2 x size^2)."""
+    summing a `megabytes` float32 tensor) and fp32 / bf16 / int8 matmul rates (FLOP/s or OP/s, size^2 x size^2;
+    fp32: the faster of MKL's `a @ b` and oneDNN's, which bombus' Linear layers use)."""
     out = {}
     x = torch.ones(megabytes * 2**20 // 4)
     out["read_bytes_s"] = x.numel() * 4 / best_seconds(lambda: x.sum())
@@ -70,7 +71,10 @@ def ceilings(size: int = 2048, megabytes: int = 512) -> dict[str, float]:
     flops = 2 * size ** 3
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
-        out[f"{name}_flop_s"] = flops / best_seconds(lambda: a @ b)
+        seconds = best_seconds(lambda: a @ b)
+        if dtype == torch.float32 and hasattr(torch.ops.mkldnn, "_linear_pointwise"):
+            seconds = min(seconds, best_seconds(lambda: torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")))
+        out[f"{name}_flop_s"] = flops / seconds
     a = torch.randint(-127, 127, (size, size), dtype=torch.int8)
     b = torch.randint(-127, 127, (size, size), dtype=torch.int8)
     try:

@@ -17,6 +17,7 @@ from .checkpoint import SAFETENSORS, KeyMap, hf_state, save_state, write_atomic
 from .errors import CheckpointError, ConfigError, InputError
 from .layers.attention import Attention, check_implementation
 from .layers.cache import Cache
+from .layers.linear import ONEDNN
 from .layers.norms import RMSNorm
 from .output import Output
 from .spec import Spec
@@ -276,19 +277,26 @@ class Model(nn.Module):
         return (positions * (input_ids != pad)).argmax(-1)
 
     def linear_weight_names(self) -> set[str]:
-        """Names of the parameters Linear layers multiply by (a tied weight under its source's name)."""
+        """Names of the Linear weights the decoding layout stores column-major (a tied weight under its
+        source's name): see `decoding_layout`."""
         tied = {t: self.tied[t] for t in self.tied_names()}
-        names = {f"{prefix}.weight".lstrip(".") for prefix, m in self.named_modules() if isinstance(m, nn.Linear)}
+        names = {f"{prefix}.weight".lstrip(".") for prefix, m in self.named_modules() if self._column_major(m)}
         return {tied.get(name, name) for name in names}
 
+    def _column_major(self, module: nn.Module) -> bool:
+        # Measured (docs/PERFORMANCE.md), one token times the weight: oneDNN reads the vocabulary projection
+        # 20-30% faster column-major and the blocks' weights as fast or (width 1024) 1.7x faster row-major;
+        # MKL (F.linear, where oneDNN is missing) reads every weight ~30% faster column-major.
+        return isinstance(module, nn.Linear) and (not ONEDNN or module.out_features == getattr(self.spec, "vocab_size", None))
+
     def decoding_layout(self) -> "Model":
-        """Store every Linear weight column-major (`[in, out]` in memory; the parameter keeps its `[out, in]`
-        shape). PyTorch's CPU kernels multiply one token's activations by such a weight about 30% faster,
-        which is what a decode step does; larger batches run at the same speed. Values are unchanged.
-        `load_model` reads generative architectures' weights in this layout (`linear_weight_names`) and
-        calls this for any left; returns the model."""
+        """Store the Linear weights a decode step reads fastest column-major so (`[in, out]` in memory; the
+        parameter keeps its `[out, in]` shape): with oneDNN (bombus' float32 CPU Linear) the projection to
+        the vocabulary, else every Linear weight. Values are unchanged. `load_model` reads generative
+        architectures' weights in this layout (`linear_weight_names`) and calls this for any left; returns the
+        model."""
         for module in self.modules():
-            if isinstance(module, nn.Linear) and module.weight.is_contiguous() and module.weight.dim() == 2:
+            if self._column_major(module) and module.weight.is_contiguous() and module.weight.dim() == 2:
                 module.weight.data = module.weight.data.t().contiguous().t()
         return self
 

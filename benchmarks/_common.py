@@ -104,16 +104,26 @@ def timed(fn: Callable[[], object], device: str = "cpu") -> float:
 
 
 def interleaved(runs: dict[str, Callable[[], object]], repeats: int, device: str = "cpu",
-                warmup: bool = True) -> dict[str, list[float]]:
+                warmup: bool = True, around: dict[str, tuple[Callable[[], None], Callable[[], None]]] | None = None
+                ) -> dict[str, list[float]]:
     """Seconds of each run, repetitions round robin (A B C A B C ...) so that a shared machine's drift hits
-    every run alike; one untimed warm-up call each first."""
+    every run alike; one untimed warm-up call each first. `around[name]`: (enter, exit) called untimed before
+    and after each of that run's calls (an engine that must not stay alive while the others run)."""
+    around = around or {}
+    nothing = (lambda: None, lambda: None)
     if warmup:
-        for fn in runs.values():
+        for name, fn in runs.items():
+            enter, leave = around.get(name, nothing)
+            enter()
             fn()
+            leave()
     seconds: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(repeats):
         for name, fn in runs.items():
+            enter, leave = around.get(name, nothing)
+            enter()
             seconds[name].append(timed(fn, device))
+            leave()
     return seconds
 
 

@@ -32,6 +32,7 @@ and each workload's own peak (VmHWM after the call minus VmRSS before it, after 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import statistics
@@ -143,6 +144,8 @@ class Engine:
     generate: Callable[[torch.Tensor, int], list[list[int]]] | None = None  # (ids [B, T], new) -> new ids per row
     encode: Callable[[torch.Tensor], object] | None = None  # ids [B, T] -> hidden states
     tensors: list[torch.Tensor] = field(default_factory=list)  # the weights (torch engines)
+    # (enter, exit), untimed, around each of its calls: CTranslate2 objects exist only during their own turn
+    around: tuple[Callable[[], None], Callable[[], None]] | None = None
 
 
 def weights(model: torch.nn.Module) -> list[torch.Tensor]:
@@ -197,18 +200,34 @@ def build_engine(name: str, folder: Path, decoder: bool, threads: int) -> Engine
 
     compute = {"float32": "float32", "int8": "int8_float32"}[kind]
     target = folder.with_name(folder.name + "-ct2")
-    if decoder:
-        gen = ctranslate2.Generator(str(target), device="cpu", compute_type=compute, intra_threads=threads)
+    # A live CTranslate2 Generator/Encoder slows every other engine of the process, even idle (measured: bombus
+    # fp32 GPT-2 b1 63 -> 52 tok/s, int4 218 -> 127, back once it is deleted; unloading its model is not
+    # enough). So it is built for its own turn and deleted after it, untimed (`Engine.around`).
+    live: list = []
+    make = (lambda: ctranslate2.Generator(str(target), device="cpu", compute_type=compute, intra_threads=threads)) \
+        if decoder else \
+        (lambda: ctranslate2.Encoder(str(target), device="cpu", compute_type=compute, intra_threads=threads))
 
+    def enter() -> None:
+        live.append(make())
+        if decoder:  # a small untimed call: the first after loading pays for allocations
+            live[0].generate_batch([["t5", "t6"]], max_length=2, sampling_topk=1)
+        else:
+            live[0].forward_batch([[5, 6, 7]])
+
+    def leave() -> None:
+        live.clear()
+        gc.collect()
+
+    if decoder:
         def generate(ids: torch.Tensor, n: int) -> list[list[int]]:
             tokens = [[f"t{i}" for i in row] for row in ids.tolist()]
-            results = gen.generate_batch(tokens, max_length=n, min_length=n, include_prompt_in_result=False,
-                                         sampling_topk=1)
+            results = live[0].generate_batch(tokens, max_length=n, min_length=n, include_prompt_in_result=False,
+                                             sampling_topk=1)
             return [r.sequences_ids[0] for r in results]
 
-        return Engine(name, generate=generate)
-    enc = ctranslate2.Encoder(str(target), device="cpu", compute_type=compute, intra_threads=threads)
-    return Engine(name, encode=lambda ids: enc.forward_batch(ids.tolist()))
+        return Engine(name, generate=generate, around=(enter, leave))
+    return Engine(name, encode=lambda ids: live[0].forward_batch(ids.tolist()), around=(enter, leave))
 
 
 def workload(engine: Engine, name: str) -> tuple[Callable[[], object], float]:
@@ -274,6 +293,8 @@ def memory_child(engine_name: str, folder: str, decoder: bool, workloads: list[s
         pass
     base = reset_peak()
     engine = build_engine(engine_name, Path(folder), decoder, threads)
+    if engine.around:
+        engine.around[0]()  # CTranslate2: its model is loaded here
     with torch.no_grad():
         for tensor in engine.tensors:  # page in memory-mapped weights (transformers): they are part of loading
             tensor.sum()
@@ -331,9 +352,16 @@ def run_model(name: str, args, rates: dict, root: Path, rows: list[list[str]], l
         units = 0.0
         for engine_name, engine in engines.items():
             calls[engine_name], units = workload(engine, work)
+        around = {e: engines[e].around for e in calls if engines[e].around}
         with torch.no_grad():
-            tokens = {e: fn() for e, fn in calls.items()} if work.startswith("decode") else {}
-            seconds = interleaved(calls, args.reps, warmup=False)
+            tokens = {}
+            if work.startswith("decode"):  # the untimed first calls: tokens to compare, and warm-up
+                for e, fn in calls.items():
+                    enter, leave = around.get(e, (lambda: None, lambda: None))
+                    enter()
+                    tokens[e] = fn()
+                    leave()
+            seconds = interleaved(calls, args.reps, warmup=False, around=around)
         reference = seconds.get("transformers fp32")
         for engine_name, values in seconds.items():
             if units:  # a rate

@@ -110,21 +110,26 @@ def interleaved(runs: dict[str, Callable[[], object]], repeats: int, device: str
     every run alike; one untimed warm-up call each first. `around[name]`: (enter, exit) called untimed before
     and after each of that run's calls (an engine that must not stay alive while the others run)."""
     around = around or {}
-    nothing = (lambda: None, lambda: None)
     if warmup:
         for name, fn in runs.items():
-            enter, leave = around.get(name, nothing)
-            enter()
-            fn()
-            leave()
+            call_around(fn, around.get(name))
     seconds: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(repeats):
         for name, fn in runs.items():
-            enter, leave = around.get(name, nothing)
-            enter()
-            seconds[name].append(timed(fn, device))
-            leave()
+            seconds[name].append(call_around(lambda: timed(fn, device), around.get(name)))
     return seconds
+
+
+def call_around(fn: Callable[[], object], around: tuple[Callable[[], None], Callable[[], None]] | None) -> object:
+    """`fn()`, with `around`'s (enter, exit) called before and after it when given; returns what `fn` returns."""
+    if around is None:
+        return fn()
+    enter, leave = around
+    enter()
+    try:
+        return fn()
+    finally:
+        leave()
 
 
 def cell(values: list[float], fmt: str) -> str:

@@ -48,8 +48,8 @@ from typing import Callable
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import ceilings, cell, describe_ceilings, has_amx, interleaved, load_average, machine, reset_peak, \
-    status_bytes  # noqa: E402
+from _common import call_around, ceilings, cell, describe_ceilings, has_amx, interleaved, load_average, machine, \
+    reset_peak, status_bytes  # noqa: E402
 
 PROMPT, NEW = 32, 128
 DECODERS = {"gpt2": dict(n_embd=768, n_layer=12, n_head=12), "gpt2-medium": dict(n_embd=1024, n_layer=24, n_head=16)}
@@ -354,13 +354,8 @@ def run_model(name: str, args, rates: dict, root: Path, rows: list[list[str]], l
             calls[engine_name], units = workload(engine, work)
         around = {e: engines[e].around for e in calls if engines[e].around}
         with torch.no_grad():
-            tokens = {}
-            if work.startswith("decode"):  # the untimed first calls: tokens to compare, and warm-up
-                for e, fn in calls.items():
-                    enter, leave = around.get(e, (lambda: None, lambda: None))
-                    enter()
-                    tokens[e] = fn()
-                    leave()
+            # the untimed first calls: tokens to compare, and warm-up
+            tokens = {e: call_around(fn, around.get(e)) for e, fn in calls.items()} if work.startswith("decode") else {}
             seconds = interleaved(calls, args.reps, warmup=False, around=around)
         reference = seconds.get("transformers fp32")
         for engine_name, values in seconds.items():

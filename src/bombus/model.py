@@ -287,7 +287,8 @@ class Model(nn.Module):
         # Measured (docs/PERFORMANCE.md), one token times the weight: oneDNN reads the vocabulary projection
         # 20-30% faster column-major and the blocks' weights as fast or (width 1024) 1.7x faster row-major;
         # MKL (F.linear, where oneDNN is missing) reads every weight ~30% faster column-major.
-        return isinstance(module, nn.Linear) and (not ONEDNN or module.out_features == getattr(self.spec, "vocab_size", None))
+        vocabulary = getattr(self.spec, "vocab_size", None)
+        return isinstance(module, nn.Linear) and (not ONEDNN or module.out_features == vocabulary)
 
     def decoding_layout(self) -> "Model":
         """Store the Linear weights a decode step reads fastest column-major so (`[in, out]` in memory; the

@@ -152,8 +152,7 @@ class GraphRunner:
 
     def __init__(self, model: torch.nn.Module, capture: bool, compile: bool = False):
         self._model = weakref.ref(model)
-        self.capture = capture
-        self.compile = compile and not capture
+        self.capture, self.compile = capture, compile  # `runner` passes compile=False where it captures
         self.pool = torch.cuda.graph_pool_handle() if capture else None
         self.steps: dict[tuple[int, int], list[CapturedStep]] = {}
         self.signature = _signature(model, capture, self.compile)

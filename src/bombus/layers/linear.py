@@ -9,8 +9,8 @@ reaches oneDNN through `F.linear`) and other devices keep `F.linear`. In a `torc
 kernel is the custom op `bombus::onednn_linear`, which the compiler calls as it is (its own lowering of
 `F.linear` on the CPU is MKL's).
 
-Quantised layers (`bombus.quantize`) replace these modules whole; `decoding_layout` stores their weights
-column-major, which both kernels read.
+Quantised layers (`bombus.quantize`) replace these modules whole. Both kernels read row- and column-major
+weights (`Model.decoding_layout` chooses per layer); weights with gaps between rows go to `F.linear`.
 """
 
 from __future__ import annotations

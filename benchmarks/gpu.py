@@ -2,13 +2,15 @@
 
 Sections (`--sections`, default all):
   decode   GPT-2 small bf16 greedy decoding, prompt 32 + 128 new tokens, batch 1/8/64: tokens/s of transformers
-           (SDPA, its default dynamic cache), bombus step by step (`cuda_graph=False`) and bombus over a captured
-           CUDA graph (the default on CUDA); whether bombus' two paths give the same tokens.
+           (SDPA, its default dynamic cache), bombus step by step (`cuda_graph=False`), bombus over a captured
+           CUDA graph (the default on CUDA) and over a captured graph of the step compiled by torch.compile
+           (`compile=True`; its first call, which compiles, is timed apart); whether bombus' paths agree.
   encoder  RoBERTa-base bf16 encoder forward, 64 sequences x 128 tokens: sequences/s (SDPA both).
   train    the seed's GPT-2 page table: gpt2-large fp16, one training step (forward + backward, as the seed
            measured it), seconds per batch and peak MB, eager and SDPA attention, batch x sequence grid.
   infer    the seed's inference table: gpt2-large fp16 greedy generation of `--new-large` tokens after a prompt of
-           the given length, milliseconds per new token and peak MB: eager, SDPA, and bombus over its CUDA graph.
+           the given length, milliseconds per new token and peak MB: eager, SDPA, and bombus over its CUDA graph
+           (with `--infer-compile`, also over a graph of its compiled step).
 Repetitions are interleaved across engines (so that noise hits all alike); cells are medians. Peak MB is what
 one engine alone would reach: its weights (as in the seed's table) plus the most allocated during the call above
 what was allocated before it (other engines stay loaded); for bombus' graph, plus its captured steps' caches. Weights: transformers
@@ -89,11 +91,14 @@ def graph_bytes(model) -> int:
     return total
 
 
-def interleaved(engines: dict, reps: int) -> dict[str, list]:
-    """Run each engine once to warm up, then `reps` rounds of all engines; returns their results."""
+def interleaved(engines: dict, reps: int, first_seconds: dict | None = None) -> dict[str, list]:
+    """Run each engine once to warm up (its seconds into `first_seconds`), then `reps` rounds of all engines;
+    returns their results."""
     results: dict[str, list] = {name: [] for name in engines}
     for name, fn in engines.items():
-        fn()
+        seconds = timed(fn)
+        if first_seconds is not None:
+            first_seconds[name] = seconds
     for _ in range(reps):
         for name, fn in engines.items():
             results[name].append(fn())
@@ -152,6 +157,7 @@ def decode_section(args, tmp: Path) -> str:
             return go
 
         options = dict(max_new_tokens=new, min_new_tokens=new, do_sample=False, pad_token_id=0)
+        first_seconds: dict = {}
         with torch.no_grad():
             res = interleaved({
                 "transformers": run("transformers", lambda: theirs.generate(ids, attention_mask=mask, **options)),
@@ -159,16 +165,21 @@ def decode_section(args, tmp: Path) -> str:
                                                                    eos_token_id=None, max_new_tokens=new, pad_token_id=0)),
                 "bombus graph": run("graph", lambda: ours.generate(ids, attention_mask=mask, eos_token_id=None,
                                                                    max_new_tokens=new, pad_token_id=0)),
-            }, args.reps)
+                "bombus compiled": run("compiled", lambda: ours.generate(
+                    ids, attention_mask=mask, eos_token_id=None, max_new_tokens=new, pad_token_id=0, compile=True)),
+            }, args.reps, first_seconds)
         same = torch.equal(outs["steps"], outs["graph"])
-        agree = float((outs["graph"][:, prompt:] == outs["transformers"][:, prompt:]).float().mean())
-        t, s, g = (median(res[k]) for k in ("transformers", "bombus steps", "bombus graph"))
-        rows.append([batch, f"{t:,.0f}", f"{s:,.0f}", f"{g:,.0f}", f"{g / t:.1f}x", "yes" if same else "NO",
-                     f"{agree:.0%}"])
+        agree = {k: float((outs[k][:, prompt:] == outs["transformers"][:, prompt:]).float().mean())
+                 for k in ("graph", "compiled")}
+        t, s, g, c = (median(res[k]) for k in ("transformers", "bombus steps", "bombus graph", "bombus compiled"))
+        rows.append([batch, f"{t:,.0f}", f"{s:,.0f}", f"{g:,.0f}", f"{c:,.0f}", f"{max(g, c) / t:.1f}x",
+                     "yes" if same else "NO", f"{agree['graph']:.0%} / {agree['compiled']:.0%}",
+                     f"{first_seconds['bombus compiled']:.0f}"])
     del theirs, ours
     return table(f"GPT-2 small bf16 greedy decoding, prompt 32 + {new} new (tokens/s)",
-                 ["batch", "transformers SDPA", "bombus step by step", "bombus CUDA graph", "graph vs transformers",
-                  "graph = steps", "same tokens as transformers"], rows)
+                 ["batch", "transformers SDPA", "bombus step by step", "bombus CUDA graph",
+                  "bombus compiled + graph", "best vs transformers", "graph = steps",
+                  "same tokens as transformers (graph / compiled)", "first call s (compiles)"], rows)
 
 
 def encoder_section(args, tmp: Path) -> str:
@@ -293,20 +304,21 @@ def infer_section(args, tmp: Path) -> str:
                     return 1000 * seconds / new, peak
                 return go
 
-            def ours_with(attention, graph):
+            def ours_with(attention, graph, compile=False):
                 def go():
                     ours.set_attention(attention)
                     seconds, peak = peak_of(lambda: ours.generate(
                         ids, attention_mask=mask, max_new_tokens=new, eos_token_id=None, pad_token_id=0,
-                        cuda_graph=graph), ours, graphs_too=graph)
+                        cuda_graph=graph, compile=compile), ours, graphs_too=graph)
                     return 1000 * seconds / new, peak
                 return go
 
             graphs.release(ours)  # each grid cell holds the captured step (and cache) of its own buckets only
+            compiled = {"bombus compiled graph": ours_with("sdpa", True, True)} if args.infer_compile else {}
             with torch.no_grad():
                 res = interleaved({**{k: hf(m) for k, m in theirs.items()},
                                    "bombus eager": ours_with("eager", False), "bombus SDPA": ours_with("sdpa", False),
-                                   "bombus graph": ours_with("sdpa", True)}, args.reps)
+                                   "bombus graph": ours_with("sdpa", True), **compiled}, args.reps)
             cells = {k: (median([r[0] for r in v]), max(r[1] for r in v)) for k, v in res.items()}
             rows.append([batch, seq] + [f"{cells[k][0]:.2f}" for k in cells] + [f"{cells[k][1]:,.0f}" for k in cells])
             print(rows[-1], flush=True)
@@ -325,6 +337,8 @@ def main() -> None:
     parser.add_argument("--train-seqs", type=int, nargs="+", default=[128, 256, 512, 1024])
     parser.add_argument("--infer-seqs", type=int, nargs="+", default=[128, 256, 512, 768])
     parser.add_argument("--new-large", type=int, default=64)
+    parser.add_argument("--infer-compile", action="store_true",
+                        help="infer: also bombus over a captured graph of the compiled step (compile=True)")
     parser.add_argument("--out", help="also write the tables to this file")
     parser.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU: checks the script, not speed")
     args = parser.parse_args()

@@ -98,6 +98,22 @@ def test_graph_decoding_equals_step_by_step_decoding(tiny, seed):
     _both(model, ids, mask, max_new_tokens=12, repetition_penalty=1.5, eos_token_id=None, pad_token_id=0)
 
 
+def test_compiled_step_is_what_the_graph_captures(tiny):
+    """compile=True on CUDA: Inductor's kernels are captured and replayed; float32 tokens as step by step."""
+    rng = random.Random(7)
+    model = bombus.load_model(tiny.folder, device="cuda")
+    graphs.release(model)
+    ids, mask = random_batch(rng, 3, tiny.vocab_size, max_len=8)
+    eos = eos_mid_generation(tiny, ids, mask, rng)
+    fields = dict(max_new_tokens=20, eos_token_id=eos, pad_token_id=0)
+    with torch.no_grad():
+        compiled = model.generate(ids.cuda(), attention_mask=mask.cuda(), compile=True, **fields)
+        captured = [s for steps in graphs.runner(model, compile=True).steps.values() for s in steps]
+        stepped = model.generate(ids.cuda(), attention_mask=mask.cuda(), cuda_graph=False, **fields)
+    assert captured and all(s.graph is not None and s.compiled for s in captured)
+    assert torch.equal(compiled, stepped), f"compiled+captured {compiled.tolist()}\nsteps {stepped.tolist()}"
+
+
 def test_graph_decoding_other_families(other_lm):
     model = bombus.load_model(other_lm.folder, device="cuda")
     ids, mask = random_batch(random.Random(1), 3, other_lm.vocab_size, max_len=8,

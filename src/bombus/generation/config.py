@@ -105,10 +105,11 @@ class GenerationConfig:
     seed: int | None = _opt("Sampling seed: the same seed gives the same tokens. Unset: torch's global RNG.")
     cuda_graph: bool | None = _opt("On CUDA, greedy and sampling replay the decode step from a captured CUDA graph "
                                    "(`bombus.generation.graphs`); False decodes step by step as on the CPU.")
-    compile: bool | None = _opt("Elsewhere (the CPU), greedy and sampling run the decode step compiled by "
-                                "torch.compile (`bombus.generation.graphs`): faster steps after a first call "
-                                "that compiles (seconds to a minute per batch and cache-length bucket, once "
-                                "per process). Same tokens as without.")
+    compile: bool | None = _opt("Greedy and sampling run the decode step compiled by torch.compile "
+                                "(`bombus.generation.graphs`; on CUDA the compiled step is what the graph "
+                                "captures): faster steps after a first call that compiles (seconds to a "
+                                "minute per batch and cache-length bucket, once per process). Same tokens "
+                                "as without in float32.")
 
     # ---- construction -------------------------------------------------------------------------------
     @classmethod

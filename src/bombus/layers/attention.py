@@ -69,13 +69,15 @@ class Attention(nn.Module):
     Options: `num_heads`; `num_kv_heads` (grouped-query attention, default `num_heads`); `head_dim`
     (default `hidden_size // num_heads`); `bias` on the q/k/v projections; `output_bias` on the output
     projection; `scale` of the scores (default `head_dim ** -0.5`); `dropout` on the attention weights;
-    `upcast` computes scores in float32 for half-precision inputs; `cross` marks cross-attention.
+    `upcast` computes scores in float32 for half-precision inputs; `cross` marks cross-attention; `fused`
+    (self-attention only) makes queries, keys and values one projection `qkv` whose output is the three
+    side by side, as GPT-2's checkpoints store them (one matmul instead of three).
     """
 
     def __init__(self, hidden_size: int, num_heads: int, *, num_kv_heads: int | None = None,
                  head_dim: int | None = None, kv_size: int | None = None, bias: bool = True,
                  output_bias: bool = True, scale: float | None = None, dropout: float = 0.0,
-                 upcast: bool = False, cross: bool = False):
+                 upcast: bool = False, cross: bool = False, fused: bool = False):
         super().__init__()
         self.num_heads = num_heads
         self.num_kv_heads = num_kv_heads or num_heads
@@ -86,11 +88,16 @@ class Attention(nn.Module):
         self.cross = cross
         self.implementation = "sdpa"  # one of IMPLEMENTATIONS; `Model.set_attention` sets it
         kv_size = kv_size or hidden_size
-        self.query = Linear(hidden_size, num_heads * self.head_dim, bias=bias)
-        self.key = Linear(kv_size, self.num_kv_heads * self.head_dim, bias=bias)
-        self.value = Linear(kv_size, self.num_kv_heads * self.head_dim, bias=bias)
-        self.output = Linear(num_heads * self.head_dim, hidden_size, bias=output_bias)
         self.qkv: nn.Module | None = None  # see `fuse_qkv`
+        if fused and cross:
+            raise ValueError("cross-attention reads keys and values from other states: only self-attention fuses")
+        if fused:
+            self.qkv = Linear(hidden_size, (num_heads + 2 * self.num_kv_heads) * self.head_dim, bias=bias)
+        else:
+            self.query = Linear(hidden_size, num_heads * self.head_dim, bias=bias)
+            self.key = Linear(kv_size, self.num_kv_heads * self.head_dim, bias=bias)
+            self.value = Linear(kv_size, self.num_kv_heads * self.head_dim, bias=bias)
+        self.output = Linear(num_heads * self.head_dim, hidden_size, bias=output_bias)
 
     def fuse_qkv(self, qkv: nn.Module) -> None:
         """Compute queries, keys and values with one module whose output is the three concatenated: one

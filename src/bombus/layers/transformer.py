@@ -23,7 +23,8 @@ class BlockOptions:
 
     `norm_position`: "pre" (norm, then sublayer, then residual: GPT-2, LLaMA) or "post" (sublayer,
     residual, then norm: BERT family). `gated_mlp`: `down(act(gate(x)) * up(x))` (LLaMA) instead of
-    `output(act(intermediate(x)))`. `attention_scale`: None for `head_dim ** -0.5`.
+    `output(act(intermediate(x)))`. `attention_scale`: None for `head_dim ** -0.5`. `fused_qkv`: the
+    self-attention's queries, keys and values are one projection (GPT-2's `c_attn`).
     """
 
     hidden_size: int
@@ -45,6 +46,7 @@ class BlockOptions:
     upcast_attention: bool = False
     dropout: float = 0.0
     attention_dropout: float = 0.0
+    fused_qkv: bool = False
 
 
 class MLP(nn.Module):
@@ -88,7 +90,7 @@ class Block(nn.Module):
         common = dict(num_kv_heads=o.num_kv_heads, head_dim=o.head_dim, bias=o.attention_bias,
                       output_bias=o.attention_output_bias, scale=scale, dropout=o.attention_dropout,
                       upcast=o.upcast_attention)
-        self.attention = Attention(o.hidden_size, o.num_heads, **common)
+        self.attention = Attention(o.hidden_size, o.num_heads, fused=o.fused_qkv, **common)
         self.attention_norm = norm(o.norm, o.hidden_size, o.norm_epsilon)
         if o.cross_attention:
             self.cross_attention = Attention(o.hidden_size, o.num_heads, kv_size=o.cross_attention_size,

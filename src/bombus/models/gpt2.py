@@ -99,7 +99,7 @@ class Gpt2(Model):
             intermediate_size=s.intermediate_size or 4 * s.hidden_size, activation=s.activation,
             norm_epsilon=s.layer_norm_epsilon, norm_position="pre", cross_attention=s.use_cross_attention,
             upcast_attention=s.reorder_and_upcast_attn, dropout=s.dropout_rate,
-            attention_dropout=s.attention_dropout_rate)
+            attention_dropout=s.attention_dropout_rate, fused_qkv=True)
         head_dim = s.hidden_size // s.num_attention_heads
         scale = head_dim ** -0.5 if s.scale_attention_weights else 1.0
         self.transformer = Transformer(
@@ -226,9 +226,7 @@ class Gpt2(Model):
         "embeddings.token": "wte",
         "embeddings.position": "wpe",
         "transformer.groups.{i}.0.attention_norm": "h.{i}.ln_1",
-        "transformer.groups.{i}.0.attention.query": Key("h.{i}.attn.c_attn", transpose=True, chunk=(0, 3)),
-        "transformer.groups.{i}.0.attention.key": Key("h.{i}.attn.c_attn", transpose=True, chunk=(1, 3)),
-        "transformer.groups.{i}.0.attention.value": Key("h.{i}.attn.c_attn", transpose=True, chunk=(2, 3)),
+        "transformer.groups.{i}.0.attention.qkv": Key("h.{i}.attn.c_attn", transpose=True),
         "transformer.groups.{i}.0.attention.output": Key("h.{i}.attn.c_proj", transpose=True),
         "transformer.groups.{i}.0.cross_attention_norm": "h.{i}.ln_cross_attn",
         "transformer.groups.{i}.0.cross_attention.query": Key("h.{i}.crossattention.q_attn", transpose=True),

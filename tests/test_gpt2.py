@@ -361,3 +361,22 @@ def test_configure_and_build_model():
         bombus.configure(spec, hidden_sise=3)
     with pytest.raises(bombus.errors.ConfigError, match="for_masked"):
         bombus.build_model(bombus.configure(spec, architecture="for_masked_language_modeling"))
+
+
+def test_c_attn_is_one_projection_written_back_unchanged(tmp_path):
+    """GPT-2 keeps the checkpoint's fused q/k/v (`c_attn`) as one Linear: one matmul, and save_pretrained
+    writes the same tensor back; cross-attention keeps its own projections."""
+    from safetensors.torch import load_file
+
+    config = random_config(3, add_cross_attention=True)
+    save(reference("for_causal_language_modeling", config), tmp_path / "ref")
+    model = bombus.load_model(tmp_path / "ref")
+    for group in model.transformer.groups:
+        block = group[0]
+        assert block.attention.qkv is not None and not hasattr(block.attention, "query")
+        assert block.cross_attention.qkv is None and hasattr(block.cross_attention, "query")
+    model.save_pretrained(tmp_path / "ours")
+    theirs, ours = load_file(tmp_path / "ref" / "model.safetensors"), load_file(tmp_path / "ours" / "model.safetensors")
+    for i in range(config.n_layer):
+        for name in (f"transformer.h.{i}.attn.c_attn.weight", f"transformer.h.{i}.attn.c_attn.bias"):
+            assert torch.equal(ours[name], theirs[name]), name

@@ -295,7 +295,7 @@ class TiedInt8Linear(nn.Module):
         flat = x.reshape(-1, self.in_features).float()
         step = (flat.abs().amax(-1, keepdim=True) / 127).clamp_(min=1e-10)  # one scale per input row
         q = (flat / step).round_().to(torch.int8)
-        out = torch._int_mm(q, self.weight.t()).float().mul_(step).mul_(self.scales.reshape(1, -1))
+        out = (torch._int_mm(q, self.weight.t()) * step).mul_(self.scales.reshape(1, -1))  # int32 -> float32
         if self.bias is not None:
             out += self.bias
         return out.to(x.dtype).reshape(*x.shape[:-1], self.out_features)

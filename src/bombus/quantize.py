@@ -276,7 +276,7 @@ class TiedInt8Linear(nn.Module):
     scales in place (the same tensors: one copy of the vocabulary, not two), its float input quantised to
     8 bits per call with one symmetric scale per row: integer matmul (`aten._int_mm`, oneDNN), float32
     results times both scales. At one row as fast as fbgemm's packed `DynamicInt8Linear`, which cannot share
-    its opaque packed copy; at 8 rows about 2x slower (docs/PERFORMANCE.md)."""
+    its opaque packed copy; at 2-30 rows about 1.7-2x slower (docs/PERFORMANCE.md)."""
 
     quantized = True  # not saved as a transformers checkpoint
 
@@ -309,8 +309,8 @@ def quantize_model(model: nn.Module, mode: str, *, group_size: int = 64) -> nn.M
 
     * "int8": `DynamicInt8Linear` (int8 weights per row, int8 activations per call, float32 results);
       an LM head tied to the token embedding becomes a `TiedInt8Linear` over the embedding's int8 rows
-      (the vocabulary held once: GPT-2 small resident 0.40x -> 0.33x its float32 bytes, ~1 ms slower per
-      decode step at batch 8);
+      (the vocabulary held once: GPT-2 small resident 0.40x -> 0.32x its float32 bytes; a batch-8 decode
+      step ~1-1.5 ms slower, batch 1 as fast);
     * "int4": `Int4Linear`, groups of `group_size` inputs (default 64; 32 where 64 does not divide the
       input width; a layer neither divides stays float) with a bfloat16 scale and zero each, bfloat16
       activations (an LM head's rows padded to a multiple of 16).

@@ -106,6 +106,14 @@ def test_int8_tied_head_shares_the_embedding_rows(gpt2_folder):
     assert 0 < error < TOLERANCE["int8"], error
 
 
+def test_int8_tied_head_without_onednn_keeps_fbgemm(gpt2_folder, monkeypatch):
+    """Where PyTorch lacks oneDNN (`_int_mm` would be a slow reference loop) the tied head stays fbgemm's."""
+    monkeypatch.setattr(bombus.quantize, "ONEDNN", False)
+    model = bombus.load_model(gpt2_folder, quantize="int8")
+    assert isinstance(model.lm_head.decoder, DynamicInt8Linear)
+    assert vocabulary_copies(model) == 2
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_tied_int8_linear_matches_dequantized_rows(seed):
     """`TiedInt8Linear` computes x @ (q * scale)^T (+ bias) up to its 8-bit activations, on random sizes,

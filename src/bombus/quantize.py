@@ -14,7 +14,8 @@ time, that run PyTorch's own CPU kernels.
 
 The int4 and `Int8Linear` kernels are fast only with bfloat16 activations (measured on AVX-512 without AMX:
 float32 or float16 activations are 10-50x slower), so those layers cast their input to bfloat16 and their
-output back to the input's dtype; the rest of the model keeps its dtype. CPU only: on other devices load dequantised weights.
+output back to the input's dtype; the rest of the model keeps its dtype. CPU only: on other devices load
+dequantised weights.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import ConfigError
-from .layers.linear import Linear
+from .layers.linear import ONEDNN, Linear
 
 QUANTIZE_MODES = ("int8", "int4")
 
@@ -308,7 +309,8 @@ def quantize_model(model: nn.Module, mode: str, *, group_size: int = 64) -> nn.M
     """Replace every `nn.Linear` of `model` (CPU, float weights) by a weight-only quantised one, in place:
 
     * "int8": `DynamicInt8Linear` (int8 weights per row, int8 activations per call, float32 results);
-      an LM head tied to the token embedding becomes a `TiedInt8Linear` over the embedding's int8 rows
+      an LM head tied to the token embedding becomes (where PyTorch has oneDNN) a `TiedInt8Linear` over the
+      embedding's int8 rows
       (the vocabulary held once: GPT-2 small resident 0.40x -> 0.32x its float32 bytes; a batch-8 decode
       step ~1-1.5 ms slower, batch 1 as fast);
     * "int4": `Int4Linear`, groups of `group_size` inputs (default 64; 32 where 64 does not divide the
@@ -338,8 +340,9 @@ def quantize_model(model: nn.Module, mode: str, *, group_size: int = 64) -> nn.M
                 if not isinstance(child, nn.Linear):
                     continue
                 weight = child.weight.detach()
-                if mode == "int8" and isinstance(token, nn.Embedding) and child.weight is token.weight:
-                    new = TiedInt8Linear(embeddings.token, child.bias)  # the LM head tied to the embedding
+                if mode == "int8" and ONEDNN and isinstance(token, nn.Embedding) and child.weight is token.weight:
+                    # the LM head tied to the embedding (without oneDNN, _int_mm is a slow reference loop)
+                    new = TiedInt8Linear(embeddings.token, child.bias)
                 elif mode == "int8":
                     new = DynamicInt8Linear(weight, child.bias)
                 else:

@@ -310,9 +310,8 @@ def quantize_model(model: nn.Module, mode: str, *, group_size: int = 64) -> nn.M
 
     * "int8": `DynamicInt8Linear` (int8 weights per row, int8 activations per call, float32 results);
       an LM head tied to the token embedding becomes (where PyTorch has oneDNN) a `TiedInt8Linear` over the
-      embedding's int8 rows
-      (the vocabulary held once: GPT-2 small resident 0.40x -> 0.32x its float32 bytes; a batch-8 decode
-      step ~1-1.5 ms slower, batch 1 as fast);
+      embedding's int8 rows (the vocabulary held once: GPT-2 small resident 0.40x -> 0.32x its float32
+      bytes; a batch-8 decode step ~1-1.5 ms slower, batch 1 as fast);
     * "int4": `Int4Linear`, groups of `group_size` inputs (default 64; 32 where 64 does not divide the
       input width; a layer neither divides stays float) with a bfloat16 scale and zero each, bfloat16
       activations (an LM head's rows padded to a multiple of 16).

@@ -14,7 +14,7 @@ from torch import nn
 
 import bombus
 from bombus.errors import CheckpointError, ConfigError
-from bombus.quantize import DynamicInt8Linear, Int4Linear, Int8Embedding
+from bombus.quantize import DynamicInt8Linear, Int4Linear, Int8Embedding, TiedInt8Linear, int8_rows
 from reference import save
 
 DEMO = Path(bombus.__file__).parent / "data" / "demo-gpt2"
@@ -27,12 +27,14 @@ def relative_error(ours: torch.Tensor, ref: torch.Tensor) -> float:
     return ((ours.float() - ref.float()).norm() / ref.float().norm()).item()
 
 
-@pytest.fixture(scope="module", params=[0, 1])
+@pytest.fixture(scope="module", params=[0, 1, 2])
 def gpt2_folder(request, tmp_path_factory) -> Path:
+    """Random tiny GPT-2s: 0 and 2 with the LM head tied to the token embedding (as GPT-2), 1 untied."""
     rng = random.Random(request.param)
     heads = rng.choice([2, 4])
     config = transformers.GPT2Config(vocab_size=rng.randint(200, 300), n_positions=64, n_embd=32 * rng.choice([1, 2]),
-                                     n_layer=rng.randint(1, 3), n_head=heads, n_inner=rng.choice([None, 96]))
+                                     n_layer=rng.randint(1, 3), n_head=heads, n_inner=rng.choice([None, 96]),
+                                     tie_word_embeddings=request.param != 1)
     torch.manual_seed(request.param)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -67,6 +69,96 @@ def test_decoder_logits_close_to_float32(gpt2_folder, mode):
     real = mask.bool()
     error = relative_error(got[real], want[real])
     assert 0 < error < TOLERANCE[mode], f"{mode}: logits relative error {error:.4f}"
+
+
+def vocabulary_copies(model: nn.Module) -> int:
+    """How many copies of the `[vocab, hidden]` table the model holds: distinct storages of tensors of that
+    shape (weights and buffers, each module's reference counted) plus fbgemm-packed layers with vocab outputs
+    (their packed copy is not a tensor)."""
+    vocab, hidden = model.spec.vocab_size, model.embeddings.token.embedding_dim
+    named = [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]
+    storages = {t.untyped_storage().data_ptr() for _, t in named if tuple(t.shape) == (vocab, hidden)}
+    packed = [m for m in model.modules() if isinstance(m, DynamicInt8Linear) and m.out_features == vocab]
+    return len(storages) + len(packed)
+
+
+def test_int8_tied_head_shares_the_embedding_rows(gpt2_folder):
+    """int8: an LM head tied to the token embedding reads the embedding's own int8 rows and scales (one copy
+    of the vocabulary); an untied head keeps its own packed weights. Logits stay close to transformers'."""
+    model = bombus.load_model(gpt2_folder, quantize="int8")
+    head, table = model.lm_head.decoder, model.embeddings.token
+    assert isinstance(table, Int8Embedding)
+    if model.spec.tie_word_embeddings:
+        assert isinstance(head, TiedInt8Linear)
+        for ours, theirs in ((head.weight, table.weight), (head.scales, table.scales)):
+            assert ours.untyped_storage().data_ptr() == theirs.untyped_storage().data_ptr()
+        assert vocabulary_copies(model) == 1
+    else:
+        assert isinstance(head, DynamicInt8Linear)
+        assert vocabulary_copies(model) == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = transformers.GPT2LMHeadModel.from_pretrained(gpt2_folder).eval()
+    assert (reference.lm_head.weight is reference.transformer.wte.weight) == model.spec.tie_word_embeddings
+    ids = torch.randint(0, model.spec.vocab_size, (2, 12), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        error = relative_error(model(input_ids=ids).logits, reference(input_ids=ids).logits)
+    assert 0 < error < TOLERANCE["int8"], error
+
+
+def test_int8_tied_head_without_onednn_keeps_fbgemm(gpt2_folder, monkeypatch):
+    """Where PyTorch lacks oneDNN (`_int_mm` would be a slow reference loop) the tied head stays fbgemm's."""
+    monkeypatch.setattr(bombus.quantize, "ONEDNN", False)
+    model = bombus.load_model(gpt2_folder, quantize="int8")
+    assert isinstance(model.lm_head.decoder, DynamicInt8Linear)
+    assert vocabulary_copies(model) == 2
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_tied_int8_linear_matches_dequantized_rows(seed):
+    """`TiedInt8Linear` computes x @ (q * scale)^T (+ bias) up to its 8-bit activations, on random sizes,
+    leading dimensions, an all-zero input row and bfloat16 inputs."""
+    rng = random.Random(seed)
+    generator = torch.Generator().manual_seed(seed)
+    vocab, width, rows = rng.randint(1, 300), rng.randint(1, 80), rng.randint(1, 9)
+    q, scales = int8_rows(torch.randn(vocab, width, generator=generator))
+    bias = torch.randn(vocab, generator=generator) if seed % 2 else None
+    layer = TiedInt8Linear(Int8Embedding(q, scales), bias)
+    x = torch.randn(2, rows, width, generator=generator)
+    x[0, 0] = 0
+    want = x @ (q.float() * scales[:, None]).T + (0 if bias is None else bias)
+    got = layer(x)
+    assert got.shape == (2, rows, vocab) and got.dtype == torch.float32
+    assert relative_error(got, want) < 0.01
+    assert torch.equal(got[0, 0], torch.zeros(vocab) if bias is None else bias)
+    assert layer(x.bfloat16()).dtype == torch.bfloat16
+
+
+def test_tied_int8_linear_needs_one_scale_per_row():
+    table = Int8Embedding(torch.zeros(10, 64, dtype=torch.int8), torch.ones(10, 2))  # GGUF-like groups of 32
+    with pytest.raises(ConfigError, match="one scale per row.*groups of 32"):
+        TiedInt8Linear(table)
+
+
+def test_masked_lm_int8_tied_head_with_bias(tmp_path):
+    """BERT's masked-LM head (tied decoder with its own bias) shares the int8 rows too, close to transformers."""
+    rng = random.Random(5)
+    config = transformers.BertConfig(vocab_size=rng.randint(100, 200), hidden_size=32, num_hidden_layers=1,
+                                     num_attention_heads=2, intermediate_size=64, max_position_embeddings=32)
+    torch.manual_seed(5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = transformers.BertForMaskedLM(config).eval()
+        with torch.no_grad():
+            reference.cls.predictions.bias.normal_()  # a bias that matters
+    folder = save(reference, tmp_path / "bert-mlm")
+    model = bombus.load_model(folder, quantize="int8")
+    head = model.lm_head.decoder
+    assert isinstance(head, TiedInt8Linear) and head.bias is not None and vocabulary_copies(model) == 1
+    ids = torch.randint(0, config.vocab_size, (2, 10), generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        error = relative_error(model(input_ids=ids).logits, reference(input_ids=ids).logits)
+    assert 0 < error < TOLERANCE["int8"], error
 
 
 @pytest.mark.parametrize("mode", ["int8", "int4"])

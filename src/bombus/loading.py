@@ -75,7 +75,8 @@ def load_model(source: str | os.PathLike, *, architecture: str | None = None, dt
     Returns the model in eval mode.
 
     `quantize` (CPU, float checkpoints): None (default) keeps float weights; "int8" makes every Linear
-    layer int8 (per-row weights, activations quantised per call: `bombus.quantize.DynamicInt8Linear`);
+    layer int8 (per-row weights, activations quantised per call: `bombus.quantize.DynamicInt8Linear`; an LM
+    head tied to the token embedding reads the embedding's int8 rows: `TiedInt8Linear`);
     "int4" makes them 4-bit in groups of 64 inputs with bfloat16 activations (`Int4Linear`). Either way the
     token embedding is stored in int8. See `bombus.quantize.quantize_model`; docs/PERFORMANCE.md for the
     speed and the error measured.

@@ -8,11 +8,14 @@ time, that run PyTorch's own CPU kernels.
   (fbgemm's `quantized::linear_dynamic`: the fastest int8 kernel measured here, float32 in and out).
 * `quantize_model`: every Linear layer of a float model made int8 or int4 (`load_model(..., quantize=)`).
 * `Int8Embedding`: int8 values with a scale per group of columns (GGUF's Q8_0 blocks), looked up exactly.
+* `TiedInt8Linear`: an LM head over its tied `Int8Embedding`'s own rows (one int8 copy of the vocabulary),
+  activations quantised per row per call, through `aten._int_mm`.
 * `RescoredHead`: an LM head whose best logits are recomputed exactly after a quantised pass.
 
-Both kernels are fast only with bfloat16 activations (measured on AVX-512 without AMX: float32 or float16
-activations are 30-50x slower), so the layers cast their input to bfloat16 and their output back to the
-input's dtype; the rest of the model keeps its dtype. CPU only: on other devices load dequantised weights.
+The int4 and `Int8Linear` kernels are fast only with bfloat16 activations (measured on AVX-512 without AMX:
+float32 or float16 activations are 10-50x slower), so those layers cast their input to bfloat16 and their
+output back to the input's dtype; the rest of the model keeps its dtype. CPU only: on other devices load
+dequantised weights.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import ConfigError
-from .layers.linear import Linear
+from .layers.linear import ONEDNN, Linear
 
 QUANTIZE_MODES = ("int8", "int4")
 
@@ -269,10 +272,46 @@ class DynamicInt8Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.has_bias}"
 
 
+class TiedInt8Linear(nn.Module):
+    """An LM head tied to an `Int8Embedding` with one scale per row: it reads that embedding's int8 rows and
+    scales in place (the same tensors: one copy of the vocabulary, not two), its float input quantised to
+    8 bits per call with one symmetric scale per row: integer matmul (`aten._int_mm`, oneDNN), float32
+    results times both scales. At one row as fast as fbgemm's packed `DynamicInt8Linear`, which cannot share
+    its opaque packed copy; at 2-30 rows about 1.7-2x slower (docs/PERFORMANCE.md)."""
+
+    quantized = True  # not saved as a transformers checkpoint
+
+    def __init__(self, embedding: Int8Embedding, bias: torch.Tensor | None = None):
+        super().__init__()
+        _require_cpu(embedding.weight.device)
+        if embedding.group_size != embedding.embedding_dim:
+            raise ConfigError(f"TiedInt8Linear needs one scale per row; the embedding has groups of "
+                              f"{embedding.group_size} of its {embedding.embedding_dim} columns")
+        self.out_features, self.in_features = embedding.weight.shape
+        self.register_buffer("weight", embedding.weight)  # the embedding's own tensors, not copies
+        self.register_buffer("scales", embedding.scales)  # (out, 1)
+        self.bias = nn.Parameter(bias.detach().float(), requires_grad=False) if bias is not None else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, self.in_features).float()
+        step = (flat.abs().amax(-1, keepdim=True) / 127).clamp_(min=1e-10)  # one scale per input row
+        q = (flat / step).round_().to(torch.int8)
+        out = (torch._int_mm(q, self.weight.t()) * step).mul_(self.scales.reshape(1, -1))  # int32 -> float32
+        if self.bias is not None:
+            out += self.bias
+        return out.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
 def quantize_model(model: nn.Module, mode: str, *, group_size: int = 64) -> nn.Module:
     """Replace every `nn.Linear` of `model` (CPU, float weights) by a weight-only quantised one, in place:
 
     * "int8": `DynamicInt8Linear` (int8 weights per row, int8 activations per call, float32 results);
+      an LM head tied to the token embedding becomes (where PyTorch has oneDNN) a `TiedInt8Linear` over the
+      embedding's int8 rows (the vocabulary held once: GPT-2 small resident 0.40x -> 0.32x its float32
+      bytes; a batch-8 decode step ~1-1.5 ms slower, batch 1 as fast);
     * "int4": `Int4Linear`, groups of `group_size` inputs (default 64; 32 where 64 does not divide the
       input width; a layer neither divides stays float) with a bfloat16 scale and zero each, bfloat16
       activations (an LM head's rows padded to a multiple of 16).
@@ -293,12 +332,17 @@ def quantize_model(model: nn.Module, mode: str, *, group_size: int = 64) -> nn.M
     token = getattr(embeddings, "token", None)
     with torch.no_grad():
         _fuse_float_projections(model)
+        if isinstance(token, nn.Embedding):
+            embeddings.token = Int8Embedding(*int8_rows(token.weight.detach()), dtype=token.weight.dtype)
         for parent in list(model.modules()):
             for child_name, child in list(parent.named_children()):
                 if not isinstance(child, nn.Linear):
                     continue
                 weight = child.weight.detach()
-                if mode == "int8":
+                if mode == "int8" and ONEDNN and isinstance(token, nn.Embedding) and child.weight is token.weight:
+                    # the LM head tied to the embedding (without oneDNN, _int_mm is a slow reference loop)
+                    new = TiedInt8Linear(embeddings.token, child.bias)
+                elif mode == "int8":
                     new = DynamicInt8Linear(weight, child.bias)
                 else:
                     groups = [g for g in (group_size, 32) if child.in_features % g == 0]
@@ -306,10 +350,8 @@ def quantize_model(model: nn.Module, mode: str, *, group_size: int = 64) -> nn.M
                         continue  # no group structure fits: left in float
                     new = Int4Linear.from_float(weight, child.bias, group_size=groups[0])
                 setattr(parent, child_name, new)
-        if isinstance(token, nn.Embedding):
-            embeddings.token = Int8Embedding(*int8_rows(token.weight.detach()), dtype=token.weight.dtype)
     if hasattr(model, "tied"):
-        model.tied = {}  # the LM head holds its own quantised copy now
+        model.tied = {}  # no float weight to tie any more: int8 heads share the buffers, int4 ones hold a copy
     return model
 
 

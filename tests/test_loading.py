@@ -170,3 +170,29 @@ def test_legacy_gamma_beta_names(checkpoint):
         warnings.simplefilter("error")
         model = bombus.load_model(checkpoint)
     assert torch.equal(model.transformer.final_norm.weight, state["transformer.ln_f.weight"])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_transposed_matrices_are_read_piece_by_piece_into_the_same_values(tmp_path, seed, monkeypatch):
+    """A matrix the file stores [in, out] (GPT-2's Conv1D), whole or one chunk of it, read straight into a
+    contiguous [out, in] tensor in the target dtype, a few rows of the file at a time: equal to reading it
+    whole and transposing."""
+    from safetensors.torch import save_file
+
+    from bombus import checkpoint
+
+    rng = torch.Generator().manual_seed(seed)
+    rows, count = int(torch.randint(1, 40, (1,), generator=rng)), int(torch.randint(1, 4, (1,), generator=rng))
+    columns = count * int(torch.randint(1, 30, (1,), generator=rng))
+    matrix = torch.randn(rows, columns, generator=rng)
+    save_file({"w": matrix}, tmp_path / "m.safetensors")
+    monkeypatch.setattr(checkpoint, "_TRANSPOSE_PIECE", 4 * columns * 3)  # three file rows per piece
+    reader = checkpoint.CheckpointReader([tmp_path / "m.safetensors"])
+    keymap = checkpoint.KeyMap({}, "")
+    for chunk in [None] + [(i, count) for i in range(count)]:
+        for dtype in (torch.float32, torch.bfloat16):
+            key = checkpoint.Key("w", transpose=True, chunk=chunk)
+            _, got = checkpoint._read(reader, keymap, key, dtype=dtype, transposed_copy=True)
+            part = matrix if chunk is None else matrix.chunk(count, dim=-1)[chunk[0]]
+            assert got.is_contiguous() and got.dtype == dtype
+            assert torch.equal(got, part.t().to(dtype))

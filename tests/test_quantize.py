@@ -227,3 +227,51 @@ def test_quantized_model_cannot_be_saved(gpt2_folder, tmp_path):
     with pytest.raises(CheckpointError, match="quantized layers"):
         model.save_pretrained(tmp_path / "out")
     assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+def _quantised_while_loading(monkeypatch) -> list[str]:
+    """Records, for each quantize_model call, whether it ran inside load_state (a block) or after it."""
+    from bombus import checkpoint, loading
+
+    calls, inside = [], [False]
+    real_load, real_quantize = checkpoint.load_state, loading.quantize_model
+
+    def load_state(*args, **kwargs):
+        inside[0] = True
+        try:
+            return real_load(*args, **kwargs)
+        finally:
+            inside[0] = False
+
+    def quantize(module, mode, **kwargs):
+        calls.append(("during" if inside[0] else "after", type(module).__name__))
+        return real_quantize(module, mode, **kwargs)
+
+    monkeypatch.setattr(loading, "load_state", load_state)
+    monkeypatch.setattr(loading, "quantize_model", quantize)
+    return calls
+
+
+@pytest.mark.parametrize("mode", ["int8", "int4"])
+def test_blocks_are_quantised_as_they_are_read_with_the_same_result(gpt2_folder, bert_folder, mode, monkeypatch):
+    """load_model(quantize=) quantises each block once its tensors are read (the float model never exists
+    whole) and gives exactly what quantising the loaded float model gives."""
+    from bombus.quantize import quantize_model
+
+    for folder, arch in ((gpt2_folder, None), (bert_folder, "for_masked_language_modeling")):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the BERT folder has no MLM head: initialised, then quantised
+            torch.manual_seed(0)
+            expected = quantize_model(bombus.load_model(folder, architecture=arch), mode)
+            with monkeypatch.context() as patch:
+                calls = _quantised_while_loading(patch)
+                torch.manual_seed(0)
+                model = bombus.load_model(folder, architecture=arch, quantize=mode)
+        blocks = sum(1 for c in calls if c == ("during", "Block"))
+        assert blocks == len(model.transformer.groups) and calls[-1][0] == "after", calls
+        assert not [m for m in model.modules() if type(m) in (nn.Linear, bombus.layers.linear.Linear)
+                    and m.in_features % 32 == 0]
+        ids = torch.randint(0, 150, (2, 7))
+        with torch.no_grad():
+            ours, ref = model(input_ids=ids), expected(input_ids=ids)
+        assert torch.equal(ours["logits"], ref["logits"])

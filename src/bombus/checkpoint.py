@@ -332,12 +332,14 @@ def _read_transposed(reader: CheckpointReader, candidate: str, shape: list[int],
 
 def load_state(model: nn.Module, files: list[Path], keymap: KeyMap, *, dtype: torch.dtype,
                device: torch.device | str, init: Callable[[nn.Module, str], None],
-               tied: set[str] = frozenset(), column_major: set[str] = frozenset()) -> None:
+               tied: set[str] = frozenset(), column_major: set[str] = frozenset(),
+               loaded: Callable[[str], None] | None = None) -> None:
     """Fill `model` (built on the meta device) from `files`, converting to `dtype`/`device` one tensor
     at a time. Parameters the files lack are initialised with `init(module, name)` and listed in a
     warning; file keys nothing used are listed too. A shape mismatch is a `CheckpointError`.
     Matrices named in `column_major` are stored so (see `Model.decoding_layout`) as they are read: no
-    second copy of the model exists at any time, and none at all where the file holds `[in, out]`."""
+    second copy of the model exists at any time, and none at all where the file holds `[in, out]`.
+    `loaded(name)` is called after each tensor read from the files is in place."""
     reader = CheckpointReader(files)
     used: set[str] = set()
     missing: list[str] = []
@@ -369,6 +371,8 @@ def load_state(model: nn.Module, files: list[Path], keymap: KeyMap, *, dtype: to
         value = tensor.to(device=device, dtype=target_dtype)
         value = value.t().contiguous().t() if name in column_major and value.dim() == 2 else value.contiguous()
         _set_tensor(model, name, value)
+        if loaded is not None:
+            loaded(name)
     if len(missing) == len([n for n in names if n not in tied]):
         raise CheckpointError(
             f"none of the model's parameters were found in {', '.join(map(str, files))}: it is not a "

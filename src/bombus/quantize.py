@@ -69,10 +69,11 @@ class Int4Linear(nn.Module):
         layer = cls(in_features, out_features, group_size=in_features // scales.shape[1], bias=bias is not None)
         pad = layer.packed.shape[0] - out_features
         pairs = torch.stack([scales, zeros], dim=-1).to(_ACT)  # (N, G, 2)
-        q = q.to(torch.int32)
-        if pad:  # zero rows, cut off again in forward
-            q, pairs = F.pad(q, (0, 0, 0, pad), value=8), F.pad(pairs, (0, 0, 0, 0, 0, pad))
-        layer.packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.contiguous(), 2)
+        if pad:  # zero rows (q = 8 with a zero scale and zero), cut off again in forward
+            pairs = F.pad(pairs, (0, 0, 0, 0, 0, pad))
+        padded = torch.full((out_features + pad, in_features), 8, dtype=torch.int32)  # the kernel's input type
+        padded[:out_features] = q
+        layer.packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(padded, 2)
         layer.scales_and_zeros = pairs.transpose(0, 1).contiguous()
         if bias is not None:
             layer.bias = nn.Parameter(bias.float(), requires_grad=False)
@@ -84,10 +85,16 @@ class Int4Linear(nn.Module):
         """Quantise a float `[out, in]` weight: per group, `scale = (max - min) / 15`, `zero` the value
         that q = 8 stands for, `q = round((w - min) / scale)`."""
         out_features, in_features = weight.shape
-        groups = weight.float().reshape(out_features, in_features // group_size, group_size)
-        low, high = groups.amin(-1), groups.amax(-1)
-        scales = ((high - low) / 15).clamp(min=1e-10)
-        q = ((groups - low[..., None]) / scales[..., None]).round().clamp(0, 15).reshape(out_features, in_features)
+        q = torch.empty(out_features, in_features, dtype=torch.uint8)
+        low = torch.empty(out_features, in_features // group_size)
+        scales = torch.empty_like(low)
+        step = max(1, (16 << 20) // (4 * in_features))  # rows at a time: float temporaries of ~16 MB, not the matrix
+        for start in range(0, out_features, step):
+            groups = weight[start:start + step].float().unflatten(-1, (-1, group_size))
+            low[start:start + step], high = groups.amin(-1), groups.amax(-1)
+            scales[start:start + step] = ((high - low[start:start + step]) / 15).clamp(min=1e-10)
+            part = (groups - low[start:start + step, :, None]) / scales[start:start + step, :, None]
+            q[start:start + step] = part.round().clamp(0, 15).flatten(-2)
         return cls.from_groups(q, scales, low + 8 * scales, bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

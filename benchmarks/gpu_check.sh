@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Everything that needs a CUDA GPU, in one run sized for a short lease (~8-9 minutes on an H100):
-# the cuda-marked tests and the GPU-capable generation tests, then benchmarks/gpu.py (the infer grid trimmed; gpt2-large batch 1 with compile=True last).
+# the cuda-marked tests and the GPU-capable generation tests, then benchmarks/gpu.py (the infer grid trimmed;
+# gpt2-large batch 1 with compile=True last).
 # Writes logs and tables to $OUT (default ./gpu-out). Uses the machine's python3 (PyTorch with CUDA there).
 # Usage: bash benchmarks/gpu_check.sh [python]
 set -uo pipefail

@@ -15,6 +15,7 @@ If the build fails, bombus says so once (a warning) and keeps PyTorch's kernels.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import threading
 import warnings
@@ -45,6 +46,8 @@ def kernel():
                 try:
                     from torch.utils.cpp_extension import load
 
+                    logging.getLogger(__name__).info("bombus: building (or loading the cached build of) the one-row "
+                                                     "CPU kernel; the first build takes ~20 s (BOMBUS_GEMV=0 skips it)")
                     _module = load("bombus_gemv", [str(_SOURCE)], extra_cflags=["-O3", "-mavx512f", "-fopenmp"])
                 except Exception as e:  # a missing compiler, headers, ...: PyTorch's kernels still work
                     warnings.warn(f"bombus: the one-row CPU kernel did not build, PyTorch's kernels are used "

@@ -57,3 +57,23 @@ def test_switched_off_by_the_environment(monkeypatch):
     monkeypatch.setattr(gemv, "_tried", False)
     monkeypatch.setattr(gemv, "_module", None)
     assert gemv.kernel() is None
+
+
+@needs_avx512
+def test_compiled_decoding_calls_it_too(tmp_path, monkeypatch):
+    """compile=True graphs call the kernel as the op bombus::gemv (built before compiling): same tokens."""
+    import transformers
+    from reference import randomize, save
+
+    import bombus
+
+    config = transformers.GPT2Config(n_embd=32, n_head=2, n_layer=2, vocab_size=96, n_positions=64)
+    model = bombus.load_model(save(randomize(transformers.GPT2LMHeadModel(config), std=0.1), tmp_path / "m"))
+    ids = torch.randint(1, 96, (1, 5))
+    with torch.no_grad():
+        eager = model.generate(ids, max_new_tokens=6, eos_token_id=None, pad_token_id=0)
+        calls = []
+        real = gemv.gemv
+        monkeypatch.setattr(gemv, "gemv", lambda *a: calls.append(1) or real(*a))
+        compiled = model.generate(ids, max_new_tokens=6, eos_token_id=None, pad_token_id=0, compile=True)
+    assert calls and torch.equal(compiled, eager)

@@ -143,6 +143,9 @@ def _compiled_step():
     # One compiled function for every step object: steps (and models) of the same shapes share its code.
     global _COMPILED
     if _COMPILED is None:
+        from ..kernels import gemv
+
+        gemv.kernel()  # built now, outside tracing, so that compiled float32 steps call it too
         # Inductor notes every kernel mixing half types (int4 layers' float16 scales, bfloat16 activations).
         warnings.filterwarnings("ignore", message="bf16 and fp16 are mixed", module="torch._inductor")
         _COMPILED = torch.compile(CapturedStep._step, dynamic=False)

@@ -56,11 +56,20 @@ def kernel():
     return _module
 
 
+def applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether the kernel computes `linear(x, weight)` (float32 CPU inference, checked by the caller): one
+    row of `x`, a row-major weight whose width is a multiple of 16."""
+    return x.numel() == x.shape[-1] and weight.is_contiguous() and weight.shape[1] % 16 == 0 and x.is_contiguous()
+
+
 def wanted(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether `linear(x, weight)` (float32 CPU inference, checked by the caller) takes this kernel: one row
-    of `x`, a row-major weight whose width is a multiple of 16, and the kernel built."""
-    return (x.numel() == x.shape[-1] and weight.is_contiguous() and weight.shape[1] % 16 == 0
-            and x.is_contiguous() and kernel() is not None)
+    """`applies`, and the kernel built (building it on the first call)."""
+    return applies(x, weight) and kernel() is not None
+
+
+def built() -> bool:
+    """Whether the kernel is built (or loaded) already: what a compiled graph may call."""
+    return _module is not None
 
 
 def gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:

@@ -10,7 +10,8 @@ kernel is the custom op `bombus::onednn_linear`, which the compiler calls as it 
 `F.linear` on the CPU is MKL's).
 
 One row (decoding at batch 1) goes to the compiled kernel of `bombus.kernels.gemv` where it is built (AVX-512,
-extra `bombus[kernels]`): it streams a row-major weight at ~50 GB/s where oneDNN reads ~35.
+extra `bombus[kernels]`): it streams a row-major weight at ~50 GB/s where oneDNN reads ~35 (in compiled graphs:
+the custom op `bombus::gemv`).
 
 Quantised layers (`bombus.quantize`) replace these modules whole. Both kernels read row- and column-major
 weights (`Model.decoding_layout` chooses per layer); weights with gaps between rows go to `F.linear`.
@@ -46,14 +47,26 @@ def _(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch
     return x.new_empty((*x.shape[:-1], weight.shape[0]))
 
 
+@torch.library.custom_op("bombus::gemv", mutates_args=())
+def gemv_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """The one-row kernel (`bombus.kernels.gemv`) as an opaque op of compiled graphs."""
+    return gemv.gemv(x, weight, bias)
+
+
+@gemv_linear.register_fake
+def _(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    return x.new_empty((*x.shape[:-1], weight.shape[0]))
+
+
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """`F.linear(x, weight, bias)`, through oneDNN where that is faster and needs no gradient (see module doc)."""
     if (ONEDNN and x.dtype == torch.float32 and x.device.type == "cpu" and weight.dtype == torch.float32
             and weight.dim() == 2 and _dense(weight)
             and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
                                                   or (bias is not None and bias.requires_grad)))):
-        if torch.compiler.is_compiling():
-            return onednn_linear(x, weight, bias)
+        if torch.compiler.is_compiling():  # the kernel only if built before compiling (graphs.py does)
+            return gemv_linear(x, weight, bias) if gemv.applies(x, weight) and gemv.built() else \
+                onednn_linear(x, weight, bias)
         if gemv.wanted(x, weight):  # one row: the compiled kernel, where built (bombus.kernels.gemv)
             return gemv.gemv(x, weight, bias)
         return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")

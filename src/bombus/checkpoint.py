@@ -179,13 +179,20 @@ class SafetensorsFile:
     def get(self, name: str) -> torch.Tensor:
         return self.get_rows(name, 0, self.entries[name][1][0] if self.entries[name][1] else 1)
 
+    def span(self, name: str, start: int, stop: int) -> tuple[int, int, list[int]]:
+        """Where rows `start:stop` (along the first dimension) of tensor `name` lie in the data section
+        (`begin`, `end`) and their shape; a 0-d tensor whole."""
+        _, shape, begin, end = self.entries[name]
+        if not shape:
+            return begin, end, shape
+        row_bytes = (end - begin) // shape[0] if shape[0] else 0
+        return begin + start * row_bytes, begin + stop * row_bytes, [stop - start, *shape[1:]]
+
     def get_rows(self, name: str, start: int, stop: int, into: torch.Tensor | None = None) -> torch.Tensor:
-        """Rows `start:stop` (along the first dimension) of tensor `name`, read alone; a 0-d tensor whole.
-        `into`: a uint8 buffer of at least their bytes to read into (the result is a view of it)."""
-        dtype, shape, begin, end = self.entries[name]
-        if shape:
-            row_bytes = (end - begin) // shape[0] if shape[0] else 0
-            begin, end, shape = begin + start * row_bytes, begin + stop * row_bytes, [stop - start, *shape[1:]]
+        """Rows `start:stop` of tensor `name` (see `span`), read alone. `into`: a uint8 buffer of at least
+        their bytes to read into (the result is a view of it)."""
+        dtype = self.entries[name][0]
+        begin, end, shape = self.span(name, start, stop)
         tensor = torch.empty(shape, dtype=dtype) if into is None else into[:end - begin].view(dtype).view(shape)
         if end > begin:
             buffer = memoryview(tensor.reshape(-1).view(torch.uint8).numpy())
@@ -256,8 +263,8 @@ class CheckpointReader:
         which keeps the C heap from holding freed pieces: seen as +45% resident memory after loading)."""
         path, original = self._where[key]
         handle = self._open[path]
-        dtype, shape, begin, end = handle.entries[original]
-        size = (end - begin) // shape[0] * (stop - start) if shape and shape[0] else end - begin
+        begin, end, _ = handle.span(original, start, stop)
+        size = end - begin
         if self._scratch is None or self._scratch.numel() < size:
             self._scratch = torch.empty(max(size, _TRANSPOSE_PIECE), dtype=torch.uint8)
         return handle.get_rows(original, start, stop, into=self._scratch)
@@ -296,8 +303,8 @@ def _read(reader: CheckpointReader, keymap: KeyMap, key: Key, *, dtype: torch.dt
         if candidate not in reader:
             continue
         shape = reader.shape(candidate)
-        _check_chunk(candidate, shape, key.chunk)
         if transposed_copy and key.transpose and shape is not None and len(shape) == 2:
+            _check_chunk(candidate, shape, key.chunk)
             return candidate, _read_transposed(reader, candidate, shape, key.chunk, dtype, device)
         tensor = reader.get(candidate)
         _check_chunk(candidate, list(tensor.shape), key.chunk)
@@ -310,8 +317,8 @@ def _read(reader: CheckpointReader, keymap: KeyMap, key: Key, *, dtype: torch.dt
     return None
 
 
-def _check_chunk(candidate: str, shape: list[int] | None, chunk: tuple[int, int] | None) -> None:
-    if chunk is not None and shape is not None and (not shape or shape[-1] % chunk[1]):
+def _check_chunk(candidate: str, shape: list[int], chunk: tuple[int, int] | None) -> None:
+    if chunk is not None and (not shape or shape[-1] % chunk[1]):
         raise CheckpointError(f"checkpoint key {candidate!r} has shape {tuple(shape)}, which does not split "
                               f"into {chunk[1]} equal parts")
 
